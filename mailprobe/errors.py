@@ -47,7 +47,7 @@ class MailprobeError(Exception):
         if self.expected is not None:
             details.append(f"expected {self.expected}")
         if self.got is not None:
-            details.append(f"got {self.got!r}" if isinstance(self.got, str) else f"got {self.got}")
+            details.append(f"got {_shown(self.got)}")
         if details:
             text += f" ({', '.join(details)})"
         if self.hint:
@@ -56,6 +56,12 @@ class MailprobeError(Exception):
 
     def __str__(self) -> str:
         return self.one_line()
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 class ConfigError(MailprobeError, ValueError):

@@ -79,7 +79,7 @@ def _bad_cell(sheet: ScoreSheet, key: object, mask: np.ndarray, values: np.ndarr
     i = int(np.flatnonzero(mask)[0])
     return SheetError(message, source=sheet.source,
                       location=f"row {int(sheet.lines[i])}, column {sheet.labels[key]}",
-                      expected=expected, got=f"{values[i]:g}")
+                      expected=expected, got=float(values[i]))
 
 
 def _check_points(sheet: ScoreSheet, leaf: Leaf, index: int, col: np.ndarray) -> None:
@@ -105,6 +105,9 @@ def _observed_points(sheet: ScoreSheet, leaf: Leaf, index: int,
     needed = [(index, o.name) for o in leaf.observations
               if include_probe_part or not o.probe_part]
     missing = [k[1] for k in needed if k not in sheet.observed]
+    probe_parts = {o.name for o in leaf.observations if o.probe_part}
+    if missing and set(missing) <= probe_parts:
+        return None  # the campaign measures that part; the sheet cannot give the whole leaf
     if missing:
         raise SheetError(f"observation columns of {leaf.key} are incomplete", source=sheet.source,
                          location="header row",
@@ -284,7 +287,7 @@ def _apply_derived(scores: Scores, nonprobe: np.ndarray, derived: Sequence[Deriv
                              expected="a leaf with rule = 'probe'")
         if not 0 <= d.points <= leaf.probe.points + _EPS:
             raise InputError(f"probe points out of range for {leaf.key}", location=d.agency,
-                             expected=f"0..{leaf.probe.points:g}", got=f"{d.points:g}")
+                             expected=f"0..{leaf.probe.points:g}", got=float(d.points))
         has_rest = any(not o.probe_part for o in leaf.observations) and (
             leaf.probe.points < leaf.weight)
         rest = nonprobe[i, j]
@@ -311,7 +314,7 @@ def _apply_overrides(scores: Scores, overrides: Sequence[Override]) -> None:
         leaf = scores.rubric.leaves[j]
         if not 0 <= o.points <= leaf.cap + _EPS:
             raise InputError(f"override out of range for {leaf.key}", location=o.agency,
-                             expected=f"0..{leaf.cap:g}", got=f"{o.points:g}")
+                             expected=f"0..{leaf.cap:g}", got=float(o.points))
         if not o.reason.strip():
             raise InputError("an override needs a reason", location=f"{o.agency} {leaf.key}",
                              expected="a reason")
