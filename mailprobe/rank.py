@@ -107,10 +107,13 @@ def rank_sites(scores: Scores, agencies: Sequence[Agency] = ()) -> Ranking:
     total = raw_total * rubric.factor
     rank = competition_rank(raw_total)
     stage = stage_index(total, [s.lower for s in rubric.stages])
-    position = {a.name: i for i, a in enumerate(mine)}
-    tiebreak = np.array([position.get(n, len(position)) for n in scores.agencies], dtype=np.int64)
-    names = np.array(scores.agencies, dtype=object)
-    order = np.lexsort((names, tiebreak, rank)) if len(names) else np.zeros(0, dtype=np.int64)
+    # Ties are listed in agency-list order, else by name (scores.agencies is sorted by name).
+    if mine:
+        position = {a.name: i for i, a in enumerate(mine)}
+        tiebreak = np.array([position[n] for n in scores.agencies], dtype=np.int64)
+    else:
+        tiebreak = np.arange(len(scores.agencies))
+    order = np.lexsort((tiebreak, rank))
     not_opened = tuple(a.name for a in mine if not a.opened)
     return Ranking(scores, groups, raw_total, total, rank, stage, order, not_opened, mine)
 

@@ -47,7 +47,9 @@ def ranking_table(ranking: Ranking, stats: Statistics) -> Table:
         row += [float(ranking.groups[i, gi]) for gi, _ in tops]
         row += [float(ranking.total[i]), rubric.stages[int(ranking.stage[i])].name]
         rows.append(tuple(row))
-    avg: list[Cell] = [None, "平均分"] + ([None] if with_city else [])
+    avg: list[Cell] = [None, "平均分"]
+    if with_city:
+        avg.append(None)
     avg += [stats.averages[g.name] for _, g in tops] + [stats.averages["total"], None]
     note = ("排名采用标准竞赛排名法：总分相同者名次并列，其后名次顺延跳过。"
             + ("县级总分为 14 项得分折算为百分制（得分 ÷ 14 × 100）。"
@@ -64,7 +66,8 @@ def _group_table(ranking: Ranking, stats: Statistics) -> tuple[Table, Chart]:
                stats.averages["total"] / total if total else 0.0),)
     table = Table("groups", "一级指标平均得分与得分率",
                   (Column("name", "一级指标"), Column("weight", "权重", Format.SCORE),
-                   Column("mean", "平均分", Format.SCORE), Column("rate", "平均得分率", Format.PERCENT)),
+                   Column("mean", "平均分", Format.SCORE),
+                   Column("rate", "平均得分率", Format.PERCENT)),
                   rows, footer, _method_note(stats.method) + _population_note(ranking))
     chart = Chart("group_rates", "一级指标平均得分率", ChartKind.BAR,
                   tuple(s.name for s in tops), tuple(s.rate for s in tops), Format.PERCENT, 1.0,
@@ -79,17 +82,19 @@ def _leaf_tables(ranking: Ranking, stats: Statistics) -> list[Table]:
     level_titles = ("一级指标", "二级指标", "三级指标", "四级指标")[1:deepest]
     for k, top in enumerate(top_names, start=1):
         members = [s for s in stats.indicators if s.key.split("/")[0] == top and s.depth > 1]
-        rows = []
+        rows: list[tuple[Cell, ...]] = []
         for s in members:
             parts = s.key.split("/")[1:]
-            label = parts + [""] * (len(level_titles) - len(parts))
+            label: list[Cell] = [*parts, *[""] * (len(level_titles) - len(parts))]
             kind = "小计" if not s.is_leaf else ""
             rows.append((*label, kind, s.weight, s.mean, s.rate))
         head = next(s for s in stats.indicators if s.key == top)
-        footer = ((top, *[""] * (len(level_titles) - 1), "合计", head.weight, head.mean, head.rate),)
-        columns = tuple(Column(f"l{i}", t) for i, t in enumerate(level_titles)) + (
-            Column("kind", ""), Column("weight", "权重", Format.SCORE),
-            Column("mean", "平均分", Format.SCORE), Column("rate", "平均得分率", Format.PERCENT))
+        blanks: list[Cell] = [""] * (len(level_titles) - 1)
+        footer = ((top, *blanks, "合计", head.weight, head.mean, head.rate),)
+        columns = (*(Column(f"l{i}", t) for i, t in enumerate(level_titles)),
+                   Column("kind", ""), Column("weight", "权重", Format.SCORE),
+                   Column("mean", "平均分", Format.SCORE),
+                   Column("rate", "平均得分率", Format.PERCENT))
         tables.append(Table(f"leaves_{k}", f"{top}指标得分分析表", columns, tuple(rows), footer,
                             _method_note(stats.method) + "三级指标得分率 = 平均分 ÷ 权重。"
                             + _population_note(ranking)))
@@ -155,9 +160,9 @@ def _opening_section(stats: Statistics) -> Section:
 def _detail_section(ranking: Ranking) -> Section:
     rubric = ranking.rubric
     names = rubric.short_names()
-    columns = (Column("agency", "单位名称"),) + tuple(
-        Column(f"leaf{j}", f"{names[j]}（{_g(leaf.weight)}）", Format.SCORE)
-        for j, leaf in enumerate(rubric.leaves))
+    columns = (Column("agency", "单位名称"),
+               *(Column(f"leaf{j}", f"{names[j]}（{_g(leaf.weight)}）", Format.SCORE)
+                 for j, leaf in enumerate(rubric.leaves)))
     rows = tuple((ranking.sites[i], *(float(v) for v in ranking.scores.leaf[i]))
                  for i in ranking.order)
     detail = Table("site_leaves", "各单位指标得分明细", columns, rows, (),

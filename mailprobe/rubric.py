@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -17,8 +18,8 @@ from mailprobe.paths import config_dir
 __all__ = [
     "Group",
     "Leaf",
-    "ObservationKind",
     "Observation",
+    "ObservationKind",
     "ProbeMeasure",
     "RateMethod",
     "Rubric",
@@ -53,9 +54,9 @@ class RateMethod(StrEnum):
 
     @property
     def label(self) -> str:
-        return "加权法（得分之和 ÷ 满分之和）" if self is RateMethod.WEIGHTED else (
-            "简单平均法（各下级指标得分率的算术平均）"
-        )
+        if self is RateMethod.WEIGHTED:
+            return "加权法（得分之和 ÷ 满分之和）"
+        return "简单平均法（各下级指标得分率的算术平均）"
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,8 @@ class Rubric:
         """Multiplier from raw points to the published scale (county: 100 / 14)."""
         return self.scale_to / self.total
 
-    def leaf_index(self, ref: str, *, source: str | None = None, location: str | None = None) -> int:
+    def leaf_index(self, ref: str, *, source: str | None = None,
+                   location: str | None = None) -> int:
         """Resolve a leaf by its name or by as many trailing path parts as make it unique."""
         parts = tuple(p.strip() for p in ref.strip().strip("/").split("/"))
         if parts and "/".join(parts) in self._by_key:
@@ -416,7 +418,7 @@ def _parse_stages(doc: _Reader, scale_to: float) -> tuple[Stage, ...]:
     if not stages:
         raise doc._err("stages", "no development stages", "[[stages]] tables", None)
     lowers = [s.lower for s in stages]
-    if lowers[0] != 0 or any(b <= a for a, b in zip(lowers, lowers[1:], strict=False)):
+    if lowers[0] != 0 or any(b <= a for a, b in itertools.pairwise(lowers)):
         raise doc._err("stages", "stage bounds must start at 0 and increase",
                        "from = 0, then increasing values", lowers)
     if lowers[-1] > scale_to:
@@ -502,9 +504,9 @@ def _build_groups(doc: _Reader, leaves: Sequence[Leaf], total: float) -> tuple[G
                 members[prefix] = []
                 order.append(prefix)
             members[prefix].append(i)
-    for path, reader in declared.items():
+    for path, decl in declared.items():
         if path not in members:
-            raise reader._err("path", "a group with no leaves", "the path of a group of leaves",
+            raise decl._err("path", "a group with no leaves", "the path of a group of leaves",
                               "/".join(path))
     groups = []
     for path in order:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
 __all__ = [
+    "MISSING",
     "Cell",
     "Chart",
     "ChartKind",
@@ -15,6 +17,8 @@ __all__ = [
     "Section",
     "Table",
     "format_cell",
+    "plain_number",
+    "trim_number",
 ]
 
 Cell = str | int | float | None
@@ -86,17 +90,47 @@ class Report:
         return [t for s in self.sections for t in s.tables]
 
 
+
+MISSING = "—"
+
+
+def _decimal(value: int | float) -> Decimal:
+    # str() of a float is its shortest round-trip form, so 80.945 rounds up to 80.95
+    # instead of down from its binary approximation 80.94499…
+    return Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+
+
+def _plain(number: Decimal) -> str:
+    text = f"{number:f}"
+    return "0" if number.is_zero() and text.startswith("-") else text
+
+
+def plain_number(value: int | float) -> str:
+    """A number in plain decimal notation, never with an exponent."""
+    return _plain(_decimal(value))
+
+
+def trim_number(value: int | float, places: int) -> str:
+    """Rounded half up to ``places`` decimals, trailing zeros trimmed: 92.50 -> 92.5."""
+    number = _decimal(value).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    text = _plain(number)
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def format_cell(value: Cell, fmt: Format) -> str:
-    """A cell as printed: scores without trailing zeros (92.5, 80.95), shares as 77.27%."""
+    """The text a reader sees for one cell: '92.5', '77.27%', '3', '—'.
+
+    Text in a numeric column (such as 未开通) is shown as given.
+    """
     if value is None:
-        return "—"
+        return MISSING
     if isinstance(value, str):
         return value
     if fmt is Format.PERCENT:
-        return f"{value * 100:.2f}%"
-    if fmt is Format.INT:
-        return str(int(value))
+        number = (_decimal(value) * 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        return f"{_plain(number)}%"
     if fmt is Format.SCORE:
-        text = f"{value:.2f}".rstrip("0").rstrip(".")
-        return "0" if text == "-0" else text
-    return str(value)
+        return trim_number(value, 2)
+    if fmt is Format.INT:
+        return trim_number(value, 0)
+    return plain_number(value)

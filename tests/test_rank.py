@@ -34,7 +34,7 @@ def test_ranks_are_consistent_with_totals(values: list[float]) -> None:
 
 @given(st.lists(st.floats(0, 100), min_size=2, max_size=50))
 def test_float_noise_never_splits_a_tie(values: list[float]) -> None:
-    noisy = np.array(values + [values[0] + 1e-12])
+    noisy = np.array([*values, values[0] + 1e-12])
     ranks = competition_rank(noisy)
     assert ranks[0] == ranks[-1]
 
@@ -87,9 +87,10 @@ def test_score_rate_methods_are_named_and_differ(county: Rubric, write_csv: Writ
 def test_unknown_or_unopened_agency_is_an_error(county: Rubric, write_csv: WriteCsv) -> None:
     names = county.short_names()
     agencies = write_csv("a.csv", ["单位", "级别", "所属地市", "网站"],
-                         [["甲一", "县级", "甲市", "https://a1.test/"], ["甲二", "县级", "甲市", ""]])
+                         [["甲一", "县级", "甲市", "https://a1.test/"],
+                          ["甲二", "县级", "甲市", ""]])
     stray = write_csv("s.csv", ["单位", "轮次", *names], [["甲壹", 1, *[1] * 14]])
-    with pytest.raises(InputError, match="甲壹 of the score sheet is not in the agency list.*甲一"):
+    with pytest.raises(InputError, match=r"甲壹 of the score sheet is not in the agency.*甲一"):
         evaluate("county", [stray], agencies_file=agencies)
     closed = write_csv("t.csv", ["单位", "轮次", *names],
                        [["甲一", 1, *[1] * 14], ["甲二", 1, *[1] * 14]])
@@ -101,5 +102,5 @@ def test_bad_agency_level_names_the_row(write_csv: WriteCsv) -> None:
     from mailprobe.sheets import read_agencies
 
     path = write_csv("a.csv", ["单位", "级别", "所属地市", "网站"], [["甲一", "省级", "甲市", ""]])
-    with pytest.raises(InputError, match="row 2, column 级别: unknown level.*got '省级'"):
+    with pytest.raises(InputError, match=r"row 2, column 级别: unknown level.*got '省级'"):
         read_agencies(path)

@@ -100,7 +100,7 @@ def test_leaf_names_resolve_by_trailing_parts(city: Rubric) -> None:
     with pytest.raises(RubricError) as err:
         city.leaf_index("渠道功能")
     assert "咨询投诉/渠道功能" in str(err.value) and "调查征集/渠道功能" in str(err.value)
-    with pytest.raises(RubricError, match="no leaf .* is called '领导风采'"):
+    with pytest.raises(RubricError, match=r"no leaf .* is called '领导风采'"):
         city.leaf_index("领导风采")
 
 
@@ -126,5 +126,5 @@ def test_a_copied_rubric_loads_from_its_own_path(tmp_path: Path) -> None:
 def test_bad_toml_names_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("name = \n", encoding="utf-8")
-    with pytest.raises(Exception, match="bad.toml: not valid TOML"):
+    with pytest.raises(Exception, match=r"bad\.toml: not valid TOML"):
         load_rubric(bad)

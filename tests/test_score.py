@@ -96,7 +96,7 @@ def test_unknown_and_ambiguous_columns_list_candidates(city: Rubric, write_csv: 
 def test_observations_apply_the_rule(city: Rubric, write_csv: WriteCsv) -> None:
     header = [*_header(city), "网站安全:高危漏洞数"]
     j = city.short_names().index("网站安全")
-    row = _full_row(city, "甲市", 1) + [3]
+    row = [*_full_row(city, "甲市", 1), 3]
     row[2 + j] = ""
     scores = score_sheets(city, [read_score_sheet(write_csv("s.csv", header, [row]), city)])
     assert scores.leaf[0, j] == 5
@@ -107,7 +107,7 @@ def test_observations_apply_the_rule(city: Rubric, write_csv: WriteCsv) -> None:
 
 def test_observation_must_be_a_whole_count(city: Rubric, write_csv: WriteCsv) -> None:
     header = [*_header(city), "网站安全:高危漏洞数"]
-    row = _full_row(city, "甲市", 1) + [1.5]
+    row = [*_full_row(city, "甲市", 1), 1.5]
     text = _error(city, write_csv("s.csv", header, [row]))
     assert "column 网站安全:高危漏洞数: not a valid count" in text
 
@@ -143,7 +143,7 @@ def test_xlsx_reads_like_csv(city: Rubric, tmp_path: Path, write_csv: WriteCsv) 
 
 def test_probe_results_and_overrides_carry_provenance(city: Rubric, write_csv: WriteCsv) -> None:
     header = [*_header(city), "答复实效:公开往期"]
-    row = _full_row(city, "甲市", 1) + [1]
+    row = [*_full_row(city, "甲市", 1), 1]
     row[2 + city.short_names().index("答复实效")] = ""
     sheet = read_score_sheet(write_csv("s.csv", header, [row]), city)
     derived = [DerivedScore("甲市", "答复实效", 1.5, ("P-1", "P-2")),
