@@ -145,8 +145,9 @@ def sheet_leaf_points(rubric: Rubric, sheet: ScoreSheet) -> tuple[np.ndarray, np
     leaf that the evaluator observes (e.g. 公开往期 of 答复实效), NaN elsewhere.
     """
     n, n_leaves = sheet.n_rows, len(rubric.leaves)
-    points = np.full((n, n_leaves), np.nan)
-    nonprobe = np.full((n, n_leaves), np.nan)
+    # Column-major: the matrices are filled one leaf (column) at a time.
+    points = np.full((n, n_leaves), np.nan, order="F")
+    nonprobe = np.full((n, n_leaves), np.nan, order="F")
     for j, leaf in enumerate(rubric.leaves):
         col = sheet.points.get(j)
         if col is not None:
