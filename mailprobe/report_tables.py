@@ -184,8 +184,8 @@ def build_report(ranking: Ranking, stats: Statistics, *, subtitle: str = "") -> 
     leaf_tables = _leaf_tables(ranking, stats)
     leaf_rates = [s for s in stats.indicators if s.is_leaf]
     leaf_chart = Chart("leaf_rates", "各指标平均得分率", ChartKind.HBAR,
-                       tuple(s.key.split("/", 1)[1] for s in leaf_rates),
-                       tuple(s.rate for s in leaf_rates), Format.PERCENT, 1.0)
+                       tuple(rubric.short_names()), tuple(s.rate for s in leaf_rates),
+                       Format.PERCENT, 1.0)
     sections = [Section("综合排名", (ranking_table(ranking, stats),)),
                 Section("一级指标", (group_table,), (group_chart,)),
                 _stage_section(ranking, stats)]
