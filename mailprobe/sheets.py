@@ -21,6 +21,7 @@ __all__ = [
     "read_agencies",
     "read_score_sheet",
     "read_table",
+    "write_score_sheet",
 ]
 
 _AGENCY_HEADERS = ("单位", "单位名称", "agency", "name")
@@ -260,3 +261,24 @@ def read_score_sheet(path: str | Path, rubric: Rubric, *, sheet: str | None = No
     return ScoreSheet(source=source, agency=agency, round=_rounds(frame, c_round, source),
                       lines=np.arange(2, len(frame) + 2, dtype=np.int64), points=points,
                       observed=observed, labels=labels)
+
+
+def write_score_sheet(path: str | Path, agencies: Sequence[str], rubric: Rubric,
+                      leaf_points: np.ndarray, *, round_no: int = 1) -> Path:
+    """Write leaf points as a score sheet that ``read_score_sheet`` reads back unchanged.
+
+    Used to hand evaluators the merged sheet after several rounds, as CSV or XLSX.
+    """
+    p = Path(path)
+    frame = pd.DataFrame(leaf_points, columns=rubric.short_names())
+    frame.insert(0, "轮次", round_no)
+    frame.insert(0, "单位", list(agencies))
+    suffix = p.suffix.lower()
+    if suffix == ".xlsx":
+        frame.to_excel(p, index=False, sheet_name="评分表", engine="openpyxl")
+    elif suffix == ".csv":
+        frame.to_csv(p, index=False, float_format="%.10g", encoding="utf-8")
+    else:
+        raise InputError("unknown file type", source=p, expected=".csv or .xlsx",
+                         got=suffix or "no suffix")
+    return p

@@ -76,3 +76,13 @@ def test_demo_runs_from_any_folder(tmp_path: Path) -> None:
     assert "report written" in out.stdout and "广州市 97" in out.stdout
     html = (tmp_path / "demo" / "report.html").read_text(encoding="utf-8")
     assert "地级市 · 综合排名" in html and "县区级 · 网站开通情况" in html
+
+
+def test_export_sheet_reads_back_to_the_same_ranking(tmp_path: Path) -> None:
+    args = ["--rubric", "city", "--agencies", SAMPLES / "agencies.csv", "--format", "json"]
+    first = mailprobe("rank", "--scores", SAMPLES / "city_scores.csv", *args,
+                      "--export-sheet", tmp_path / "merged.xlsx")
+    assert first.returncode == 0, first.stderr
+    second = mailprobe("rank", "--scores", tmp_path / "merged.xlsx", *args)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(first.stdout)["sites"] == json.loads(second.stdout)["sites"]

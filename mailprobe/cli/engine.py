@@ -16,6 +16,7 @@ from mailprobe.engine import Evaluation, evaluate, evaluation_json
 from mailprobe.paths import samples_dir
 from mailprobe.report_tables import build_report, combine_reports, ranking_table
 from mailprobe.score import MergePolicy
+from mailprobe.sheets import write_score_sheet
 from mailprobe.tables import Format, Report, Table, format_cell
 
 _FORMATS = ("html", "csv", "xlsx")
@@ -64,16 +65,25 @@ def _csv_text(table: Table) -> str:
               show_default=True, help="Output format.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file instead of standard output.")
+@click.option("--export-sheet", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="Also write the merged leaf scores as a score sheet "
+                                   "(CSV/XLSX) that reads back unchanged.")
 def rank(rubric: str, scores: tuple[Path, ...], agencies: Path | None, sheet: str | None,
-         merge: str, fmt: str, output: Path | None) -> None:
+         merge: str, fmt: str, output: Path | None, export_sheet: Path | None) -> None:
     """Rank sites from score sheets: totals, ranks, stages and every statistic.
 
     \b
     Example:
       mailprobe rank --rubric city --scores samples/2015/city_scores.csv \\
           --agencies samples/2015/agencies.csv --format json
+      mailprobe rank --rubric city --scores round1.csv --scores round2.csv \\
+          --export-sheet merged.xlsx
     """
     ev = _evaluate(rubric, scores, agencies, sheet, merge)
+    if export_sheet is not None:
+        merged = ev.ranking.scores
+        write_score_sheet(export_sheet, merged.agencies, ev.rubric, merged.leaf)
+        click.echo(f"wrote {export_sheet}", err=True)
     if fmt == "json":
         text = json.dumps(evaluation_json(ev), ensure_ascii=False, indent=2) + "\n"
     elif fmt == "csv":
