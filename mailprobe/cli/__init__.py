@@ -14,6 +14,7 @@ __all__ = ["main", "run"]
 # Each module adds its commands to ``main``; one file per area keeps the CLI thin.
 _COMMAND_MODULES = (
     "mailprobe.cli.engine",
+    "mailprobe.cli.timing",
 )
 
 
