@@ -14,6 +14,8 @@ from mailprobe.rank import Ranking, Statistics, competition_rank, rank_sites, st
 from mailprobe.rubric import Rubric, load_rubric
 from mailprobe.score import DerivedScore, MergePolicy, Override, Scores, score_sheets
 from mailprobe.sheets import Agency, read_agencies, read_score_sheet
+from mailprobe.timeliness import ProbeTiming, load_queue_method, timeliness_points
+from mailprobe.workdays import WorkCalendar, default_calendar, load_calendar
 
 __all__ = [
     "Agency",
@@ -27,6 +29,7 @@ __all__ = [
     "ManualClock",
     "MergePolicy",
     "Override",
+    "ProbeTiming",
     "Ranking",
     "Rubric",
     "RubricError",
@@ -34,12 +37,17 @@ __all__ = [
     "SheetError",
     "Statistics",
     "SystemClock",
+    "WorkCalendar",
     "competition_rank",
+    "default_calendar",
     "evaluate",
+    "load_calendar",
+    "load_queue_method",
     "load_rubric",
     "rank_sites",
     "read_agencies",
     "read_score_sheet",
     "score_sheets",
     "statistics",
+    "timeliness_points",
 ]
