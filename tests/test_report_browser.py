@@ -9,56 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_report_writer import sample_report
 
 from mailprobe.report import render_html
 from mailprobe.tables import Report
+from tests.test_report_writer import sample_report
 
 pytestmark = pytest.mark.browser
 
-# Debian's package; MAILPROBE_CHROMIUM points elsewhere on other systems.
-CHROMIUM = Path(os.environ.get("MAILPROBE_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CJK_FONT = "Noto Sans CJK SC"
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
-def _unavailable(reason: str) -> None:
-    # On CI a missing browser is a broken build, not a reason to skip the check.
-    if _in_ci():
-        pytest.fail(f"{reason}; run scripts/install-system-deps.sh", pytrace=False)
-    pytest.skip(f"{reason}; run scripts/install-system-deps.sh to enable the browser tests")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("the playwright package is not installed")
-    if not CHROMIUM.exists():
-        _unavailable(f"{CHROMIUM} is missing (Debian package 'chromium')")
-    with sync_playwright() as playwright:
-        try:
-            chromium = playwright.chromium.launch(
-                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000
-            )
-        except Exception as error:  # Chromium present but broken: always a failure
-            pytest.fail(f"{CHROMIUM} did not start: {error}", pytrace=False)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
