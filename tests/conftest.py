@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -83,3 +85,34 @@ def browser() -> Iterator[Any]:
             pytest.fail(f"{CHROMIUM} did not start: {error}", pytrace=False)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Any]:
+    """A fresh Dovecot with two users; fails (never skips) in CI when it cannot start."""
+    from tests.servers import DovecotServer, in_ci
+
+    # Not under pytest's 0700 tmp folder: Dovecot's mail processes run as nobody.
+    root = Path(tempfile.mkdtemp(prefix="mailprobe-dovecot-"))
+    server = DovecotServer(root, {"citizen1@mail.test": "secret-1",
+                                  "citizen2@mail.test": "secret-2"})
+    try:
+        server.start()
+    except (RuntimeError, OSError, PermissionError) as error:
+        if in_ci():
+            pytest.fail(f"Dovecot could not start: {error}", pytrace=False)
+        pytest.skip(f"Dovecot could not start: {error}; run scripts/install-system-deps.sh")
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[Any]:
+    """aiosmtpd on an ephemeral loopback port, recording what it accepts."""
+    from tests.servers import SmtpServer
+
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
