@@ -101,8 +101,11 @@ def rank_sites(scores: Scores, agencies: Sequence[Agency] = ()) -> Ranking:
     """Group scores, totals, ranks and stages; checks the sheets against the agency list."""
     rubric = scores.rubric
     mine = _check_population(scores, agencies) if agencies else ()
-    groups = np.stack([scores.leaf[:, list(g.leaf_indices)].sum(axis=1) for g in rubric.groups],
-                      axis=1) if len(scores.agencies) else np.zeros((0, len(rubric.groups)))
+    # One matrix product sums every group at once: membership[leaf, group] is 0 or 1.
+    membership = np.zeros((len(rubric.leaves), len(rubric.groups)))
+    for k, g in enumerate(rubric.groups):
+        membership[list(g.leaf_indices), k] = 1.0
+    groups = scores.leaf @ membership
     raw_total = scores.leaf.sum(axis=1)
     total = raw_total * rubric.factor
     rank = competition_rank(raw_total)

@@ -20,7 +20,7 @@ __all__ = [
     "Scores",
     "merge_rounds",
     "score_sheets",
-    "sheet_leaf_points",
+    "sheet_matrix",
 ]
 
 _EPS = 1e-9
@@ -137,36 +137,40 @@ def _observed_points(sheet: ScoreSheet, leaf: Leaf, index: int,
     return np.where(filled > 0, np.clip(total, 0.0, leaf.cap), np.nan)
 
 
-def sheet_leaf_points(rubric: Rubric, sheet: ScoreSheet) -> tuple[np.ndarray, np.ndarray]:
-    """Validate every cell and return (points, non-probe part) as [rows, leaves] matrices.
+def _probe_columns(rubric: Rubric) -> list[int]:
+    return [j for j, leaf in enumerate(rubric.leaves) if leaf.rule is RuleKind.PROBE]
+
+
+def sheet_matrix(rubric: Rubric, sheet: ScoreSheet) -> np.ndarray:
+    """Validate every cell; return [rows, leaves + probe leaves] points, NaN where empty.
 
     A leaf may be given as points or as observations; where a row gives both they
-    must agree. The second matrix holds, for probe-derived leaves, the part of the
-    leaf that the evaluator observes (e.g. 公开往期 of 答复实效), NaN elsewhere.
+    must agree. The columns after the leaves hold, for each probe-derived leaf, the
+    part that the evaluator observes (e.g. 公开往期 of 答复实效). One column-major
+    matrix, filled a column at a time, keeps a 200,000-row sheet to one allocation.
     """
-    n, n_leaves = sheet.n_rows, len(rubric.leaves)
-    # Column-major: the matrices are filled one leaf (column) at a time.
-    points = np.full((n, n_leaves), np.nan, order="F")
-    nonprobe = np.full((n, n_leaves), np.nan, order="F")
+    width = len(rubric.leaves)
+    probe_cols = _probe_columns(rubric)
+    matrix = np.full((sheet.n_rows, width + len(probe_cols)), np.nan, order="F")
     for j, leaf in enumerate(rubric.leaves):
+        points = matrix[:, j]
         col = sheet.points.get(j)
         if col is not None:
             _check_points(sheet, leaf, j, col)
-            points[:, j] = col
+            points[:] = col
         derived = _observed_points(sheet, leaf, j, include_probe_part=True)
         if derived is not None:
-            both = ~np.isnan(points[:, j]) & ~np.isnan(derived)
-            clash = both & (np.abs(points[:, j] - derived) > _EPS)
+            clash = ~np.isnan(points) & ~np.isnan(derived) & (np.abs(points - derived) > _EPS)
             if clash.any():
-                raise _bad_cell(sheet, j, clash, points[:, j],
+                raise _bad_cell(sheet, j, clash, points,
                                 f"points disagree with the observations of {leaf.key}",
                                 "the points the observations give, or one of the two left empty")
-            points[:, j] = np.where(np.isnan(points[:, j]), derived, points[:, j])
-        if leaf.rule is RuleKind.PROBE:
-            part = _observed_points(sheet, leaf, j, include_probe_part=False)
-            if part is not None:
-                nonprobe[:, j] = part
-    return points, nonprobe
+            np.copyto(points, derived, where=np.isnan(points))
+    for k, j in enumerate(probe_cols):
+        part = _observed_points(sheet, rubric.leaves[j], j, include_probe_part=False)
+        if part is not None:
+            matrix[:, width + k] = part
+    return matrix
 
 
 def merge_rounds(codes: np.ndarray, rounds: np.ndarray, matrix: np.ndarray,
@@ -176,27 +180,37 @@ def merge_rounds(codes: np.ndarray, rounds: np.ndarray, matrix: np.ndarray,
     Returns the agency codes in ascending order, the merged matrix (NaN where no
     round scored the leaf) and the round each merged cell came from (0 for none).
     Vectorised: rows are sorted by (agency, round) and visited one round position
-    at a time, so the cost is a few passes over the matrix whatever its size.
+    at a time, a column at a time (columns are contiguous in the column-major
+    sheet matrix), so the cost is a few linear passes whatever the sheet's size.
     """
     order = np.lexsort((rounds, codes))
-    codes_s, m = codes[order], matrix
-    n = len(codes_s)
+    codes_s = codes[order]
+    n, width = matrix.shape
     if n == 0:
-        return codes_s, m, np.zeros(m.shape, dtype=np.int64)
+        return codes_s, matrix, np.zeros(matrix.shape, dtype=np.int64)
     starts = np.flatnonzero(np.r_[True, codes_s[1:] != codes_s[:-1]])
     sizes = np.diff(np.r_[starts, n])
-    merged = np.full((len(starts), m.shape[1]), np.nan)
-    used = np.zeros(merged.shape, dtype=np.int64)
+    merged = np.full((len(starts), width), np.nan, order="F")
+    used = np.zeros((len(starts), width), dtype=np.int64, order="F")
     positions = range(int(sizes.max()))
     for k in reversed(positions) if policy is MergePolicy.FIRST else positions:
         groups = np.flatnonzero(sizes > k)
         rows = order[starts[groups] + k]
-        values = m[rows]
-        take = ~np.isnan(values)
-        if policy is MergePolicy.BEST:  # on equal maxima the later round is named
-            take &= ~(values < merged[groups])
-        merged[groups] = np.where(take, values, merged[groups])
-        used[groups] = np.where(take, rounds[rows][:, None], used[groups])
+        row_rounds = rounds[rows]
+        every = len(groups) == len(starts)  # the usual case: all agencies have this round
+        for j in range(width):
+            values = matrix[rows, j]
+            # Contiguous column views when every group takes part, else its subset.
+            out = merged[:, j] if every else merged[groups, j]
+            came = used[:, j] if every else used[groups, j]
+            take = ~np.isnan(values)
+            if policy is MergePolicy.BEST:  # on equal maxima the later round is named
+                take &= ~(values < out)
+            np.copyto(out, values, where=take)
+            np.copyto(came, row_rounds, where=take)
+            if not every:
+                merged[groups, j] = out
+                used[groups, j] = came
     return codes_s[starts], merged, used
 
 
@@ -225,25 +239,19 @@ def score_sheets(rubric: Rubric, sheets: Sequence[ScoreSheet], *,
     if not sheets:
         raise InputError("no score sheet given", expected="at least one score sheet")
     inverse, names = pd.factorize(np.concatenate([s.agency for s in sheets]), sort=True)
-    point_parts, probe_parts, offset = [], [], 0
+    parts, offset = [], 0
     for sheet in sheets:
-        codes = inverse[offset: offset + sheet.n_rows]
-        _duplicate_rows(sheet, codes)
-        pts, nonprobe = sheet_leaf_points(rubric, sheet)
-        point_parts.append(pts)
-        probe_parts.append(nonprobe)
+        _duplicate_rows(sheet, inverse[offset: offset + sheet.n_rows])
+        parts.append(sheet_matrix(rubric, sheet))
         offset += sheet.n_rows
     _no_duplicates_across(sheets, inverse)
     rounds = np.concatenate([s.round for s in sheets])
-    width = len(rubric.leaves)
-    # Only probe-derived leaves have an evaluator's part to carry along.
-    probe_cols = [j for j, leaf in enumerate(rubric.leaves) if leaf.rule is RuleKind.PROBE]
-    both = np.concatenate([np.concatenate(point_parts),
-                           np.concatenate(probe_parts)[:, probe_cols]], axis=1)
-    codes_out, merged, used = merge_rounds(inverse, rounds, both, policy)
+    matrix = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    codes_out, merged, used = merge_rounds(inverse, rounds, matrix, policy)
     agencies = tuple(str(a) for a in names[codes_out])
+    width = len(rubric.leaves)
     nonprobe = np.full((len(agencies), width), np.nan)
-    nonprobe[:, probe_cols] = merged[:, width:]
+    nonprobe[:, _probe_columns(rubric)] = merged[:, width:]
     scores = Scores(rubric, agencies, merged[:, :width].copy(), used[:, :width].copy(), policy)
     _apply_derived(scores, nonprobe, derived)
     _apply_overrides(scores, overrides)
