@@ -15,6 +15,7 @@ __all__ = ["main", "run"]
 _COMMAND_MODULES = (
     "mailprobe.cli.engine",
     "mailprobe.cli.timing",
+    "mailprobe.cli.store",
 )
 
 
