@@ -13,6 +13,7 @@ __all__ = ["main", "run"]
 
 # Each module adds its commands to ``main``; one file per area keeps the CLI thin.
 _COMMAND_MODULES = (
+    "mailprobe.cli.classify",
     "mailprobe.cli.engine",
     "mailprobe.cli.timing",
     "mailprobe.cli.store",
