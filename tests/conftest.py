@@ -68,7 +68,9 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"{reason}; run scripts/install-system-deps.sh to enable the browser tests")
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright keeps an event loop running while it is open, which would
+# break asyncio.run in the async tests that follow in the same process.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright

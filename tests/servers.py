@@ -202,8 +202,8 @@ class _Handler:
             await asyncio.sleep(float(answer.split()[1]))
             answer = "250"
         if answer == "drop":
-            assert session.transport is not None
-            session.transport.abort()  # the connection dies mid-transaction
+            assert server.transport is not None
+            server.transport.abort()  # the connection dies mid-transaction
             return "421 dropped"
         if answer != "250":
             return answer
@@ -240,7 +240,8 @@ class SmtpServer:
 
             ok = isinstance(auth_data, LoginPassword) and users.get(
                 auth_data.login.decode()) == auth_data.password.decode()
-            return AuthResult(success=ok)
+            # handled=False: aiosmtpd then answers 535 itself instead of staying silent.
+            return AuthResult(success=ok, handled=False)
 
         return SMTP(self.handler, hostname="sink.test", authenticator=check,
                     auth_require_tls=False, auth_required=True)

@@ -16,6 +16,8 @@ def _commands(group: click.Group, prefix: str = "mailprobe") -> Iterator[tuple[s
     for name, command in sorted(group.commands.items()):
         full = f"{prefix} {name}"
         if isinstance(command, click.Group):
+            if command.invoke_without_command:
+                yield full, command
             yield from _commands(command, full)
         else:
             yield full, command

@@ -17,6 +17,7 @@ _COMMAND_MODULES = (
     "mailprobe.cli.engine",
     "mailprobe.cli.timing",
     "mailprobe.cli.store",
+    "mailprobe.cli.campaign",
 )
 
 

@@ -1,0 +1,109 @@
+"""The long-running worker: APScheduler triggers ticks; the database decides what is due."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from mailprobe.clock import Clock, SystemClock
+from mailprobe.errors import MailprobeError
+from mailprobe.send import SendPolicy, TickReport, save_sent_copies, send_due
+from mailprobe.store import Store
+
+__all__ = ["Worker", "run_worker", "tick"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Worker:
+    """Everything a tick needs; one per process (``worker_id`` names it in the probe trail)."""
+
+    store: Store
+    clock: Clock
+    worker_id: str
+    passwords: Mapping[str, str] = field(repr=False)
+    policy: SendPolicy = field(default_factory=SendPolicy)
+
+
+async def tick(worker: Worker) -> TickReport:
+    """One tick: its steps in order, each asking the database what is due.
+
+    So a tick may run beside other workers, after a crash, or from cron, and never repeats
+    a probe. Later steps (syncing the mailboxes, closing overdue rounds) go at the end.
+    """
+    w = worker
+    released = await asyncio.to_thread(w.store.release_expired, w.clock.now())
+    if released.to_uncertain:
+        log.warning("%d probes whose worker vanished while sending are now uncertain "
+                    "(see `mailprobe probes uncertain`)", released.to_uncertain)
+    report = await send_due(w.store, w.clock, w.worker_id, w.passwords, policy=w.policy)
+    if w.policy.sent_copies:
+        copies = await save_sent_copies(w.store, w.clock, w.passwords, policy=w.policy)
+        report = replace(report, copies=copies)
+    return report
+
+
+class _Ticker:
+    """The scheduler's job: starts a tick unless one is still running, and never waits for it.
+
+    The tick runs as its own task, so stopping the scheduler (which cancels its jobs) never
+    cancels a tick between DATA and recording the answer; ``drain`` waits for it instead.
+    """
+
+    def __init__(self, worker: Worker, on_tick: Callable[[TickReport], None] | None) -> None:
+        self.worker, self.on_tick = worker, on_tick
+        self.running: asyncio.Task[None] | None = None
+        self.ticks = 0
+
+    async def start(self) -> None:
+        if self.running is None or self.running.done():
+            self.running = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            report = await tick(self.worker)
+        except MailprobeError as exc:
+            log.error("tick failed: %s", exc.one_line())
+            return
+        except Exception:  # the next tick tries again; the database holds the truth
+            log.exception("tick failed")
+            return
+        finally:
+            self.ticks += 1
+        if self.on_tick is not None:
+            self.on_tick(report)
+
+    async def drain(self) -> None:
+        if self.running is not None:
+            await self.running
+
+
+async def run_worker(store: Store, clock: Clock, *, tick_seconds: float,
+                     stop_event: asyncio.Event, worker_id: str, passwords: Mapping[str, str],
+                     policy: SendPolicy | None = None,
+                     on_tick: Callable[[TickReport], None] | None = None) -> int:
+    """Tick every ``tick_seconds`` (the first at once) until ``stop_event``; returns the ticks.
+
+    APScheduler only triggers: a missed tick is merged into the next (coalesce), and a
+    tick still running when the next is due is left to finish.
+    """
+    worker = Worker(store, clock, worker_id, passwords, policy or SendPolicy())
+    ticker = _Ticker(worker, on_tick)
+    scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+    # The trigger runs on wall time (SystemClock); what is due is asked with worker.clock.
+    scheduler.add_job(ticker.start, IntervalTrigger(seconds=tick_seconds), id="tick",
+                      max_instances=1, coalesce=True, misfire_grace_time=None,
+                      next_run_time=SystemClock().now())
+    scheduler.start()
+    try:
+        await stop_event.wait()
+    finally:
+        scheduler.shutdown(wait=False)
+        await ticker.drain()
+    return ticker.ticks
