@@ -55,7 +55,7 @@ class Settings:
     database_url: str
     database_url_from: str
     claim_lease: timedelta = timedelta(minutes=5)
-    claim_batch: int = 20
+    claim_batch: int = 200
     config_file: Path | None = None
 
     @property
@@ -90,7 +90,7 @@ def load_settings(path: str | Path | None = None, *, db_url: str | None = None,
         database_url=normalise_database_url(url, source=url_from),
         database_url_from=url_from,
         claim_lease=timedelta(seconds=_positive(campaign, "claim_lease_seconds", 300, source)),
-        claim_batch=_positive(campaign, "claim_batch", 20, source),
+        claim_batch=_positive(campaign, "claim_batch", 200, source),
         config_file=file if file.is_file() else None,
     )
 

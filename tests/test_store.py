@@ -437,7 +437,7 @@ def test_settings_sources_in_order(tmp_path: Path) -> None:
     assert (s.database_url, s.database_url_from) == ("sqlite:///a.db", "MAILPROBE_DATABASE_URL")
     s = load_settings(file, db_url="sqlite:///b.db", env={"MAILPROBE_DATABASE_URL": "x"})
     assert (s.database_url, s.database_url_from) == ("sqlite:///b.db", "--db")
-    assert load_settings(ROOT / "config" / "mailprobe.toml", env={}).claim_batch == 20
+    assert load_settings(ROOT / "config" / "mailprobe.toml", env={}).claim_batch == 200
 
 
 @pytest.mark.parametrize(("toml", "message"), [
