@@ -89,6 +89,8 @@ class TickReport:
     released: int = 0
     connections: int = 0
     copies: int = 0  # copies saved to Sent folders
+    received: int = 0  # new messages stored from the watched mailboxes
+    processed: int = 0  # stored messages classified and matched
 
     def __str__(self) -> str:
         return ", ".join(f"{f.name} {getattr(self, f.name)}" for f in fields(self))

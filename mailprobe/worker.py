@@ -12,8 +12,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from mailprobe.clock import Clock, SystemClock
 from mailprobe.errors import MailprobeError
+from mailprobe.process import process_new
 from mailprobe.send import SendPolicy, TickReport, save_sent_copies, send_due
+from mailprobe.settings import token_secret
 from mailprobe.store import Store
+from mailprobe.watch import sync_mailboxes
 
 __all__ = ["Worker", "run_worker", "tick"]
 
@@ -29,13 +32,14 @@ class Worker:
     worker_id: str
     passwords: Mapping[str, str] = field(repr=False)
     policy: SendPolicy = field(default_factory=SendPolicy)
+    watch: bool = False  # also sync the personas' mailboxes and classify/match what came in
 
 
 async def tick(worker: Worker) -> TickReport:
     """One tick: its steps in order, each asking the database what is due.
 
     So a tick may run beside other workers, after a crash, or from cron, and never repeats
-    a probe. Later steps (syncing the mailboxes, closing overdue rounds) go at the end.
+    a probe. Then the mailboxes are synced and new mail classified and matched.
     """
     w = worker
     released = await asyncio.to_thread(w.store.release_expired, w.clock.now())
@@ -46,7 +50,27 @@ async def tick(worker: Worker) -> TickReport:
     if w.policy.sent_copies:
         copies = await save_sent_copies(w.store, w.clock, w.passwords, policy=w.policy)
         report = replace(report, copies=copies)
+    if w.watch:
+        report = await _watch_and_process(w, report)
     return report
+
+
+async def _watch_and_process(w: Worker, report: TickReport) -> TickReport:
+    """Sync the mailboxes this worker holds the lease of, then classify and match.
+
+    Watching has its own backoff per mailbox; whatever goes wrong there is logged and
+    never stops the sending part of the next tick.
+    """
+    try:
+        synced = await sync_mailboxes(w.store, None, w.passwords, w.clock, w.worker_id)
+        secret = await asyncio.to_thread(token_secret, w.store)
+        processed = await asyncio.to_thread(process_new, w.store, secret, limit=1000,
+                                            clock=w.clock)
+    except MailprobeError as error:
+        log.error("watching: %s", error.one_line())
+        return report
+    log.info("%s", processed.line())
+    return replace(report, received=synced.new, processed=processed.processed)
 
 
 class _Ticker:
@@ -87,13 +111,14 @@ class _Ticker:
 async def run_worker(store: Store, clock: Clock, *, tick_seconds: float,
                      stop_event: asyncio.Event, worker_id: str, passwords: Mapping[str, str],
                      policy: SendPolicy | None = None,
-                     on_tick: Callable[[TickReport], None] | None = None) -> int:
+                     on_tick: Callable[[TickReport], None] | None = None,
+                     watch: bool = False) -> int:
     """Tick every ``tick_seconds`` (the first at once) until ``stop_event``; returns the ticks.
 
     APScheduler only triggers: a missed tick is merged into the next (coalesce), and a
     tick still running when the next is due is left to finish.
     """
-    worker = Worker(store, clock, worker_id, passwords, policy or SendPolicy())
+    worker = Worker(store, clock, worker_id, passwords, policy or SendPolicy(), watch=watch)
     ticker = _Ticker(worker, on_tick)
     scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
     # The trigger runs on wall time (SystemClock); what is due is asked with worker.clock.

@@ -18,6 +18,9 @@ _COMMAND_MODULES = (
     "mailprobe.cli.timing",
     "mailprobe.cli.store",
     "mailprobe.cli.campaign",
+    "mailprobe.cli.watch",
+    "mailprobe.cli.review",
+    "mailprobe.cli.responses",
 )
 
 

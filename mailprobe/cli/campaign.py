@@ -202,14 +202,14 @@ def _send_options(f: F) -> F:
 
 
 def _worker(store: Store, db_url: str | None, worker_id: str | None, lease: float | None,
-            batch: int | None, sent_copies: bool) -> Worker:
+            batch: int | None, sent_copies: bool, *, watch: bool = False) -> Worker:
     settings = load_settings(db_url=db_url)
     # Passwords once, before anything is sent: a missing one is a single error line.
     passwords = load_passwords(store.directory().accounts)
     policy = SendPolicy(batch=batch or settings.claim_batch, sent_copies=sent_copies,
                         lease=timedelta(seconds=lease) if lease else settings.claim_lease)
     name = worker_id or f"{socket.gethostname()}-{os.getpid()}"
-    return Worker(store, store.clock, name, passwords, policy)
+    return Worker(store, store.clock, name, passwords, policy, watch=watch)
 
 
 def _logging() -> None:
@@ -226,11 +226,14 @@ def _echo_tick(report: TickReport) -> None:
 @main.command("run")
 @click.option("--tick", "tick_seconds", type=click.FloatRange(min=0.01), default=60.0,
               show_default=True, metavar="SECONDS", help="Time between two ticks.")
+@click.option("--watch/--no-watch", default=True, show_default=True,
+              help="Also sync the personas' mailboxes and classify and match new mail.")
 @_send_options
 @_db_option
-def run_command(tick_seconds: float, worker_id: str | None, lease: float | None,
+def run_command(tick_seconds: float, watch: bool, worker_id: str | None, lease: float | None,
                 batch: int | None, sent_copies: bool, db_url: str | None) -> None:
-    """The long-running worker: every tick sends what is due (then saves Sent copies).
+    """The long-running worker: every tick sends what is due, saves Sent copies, then syncs
+    the mailboxes and classifies and matches what came in.
 
     The database decides what is due, so a restart, a changed schedule or a second worker
     (PostgreSQL) never loses or repeats a probe. Ctrl-C stops after the current tick;
@@ -243,7 +246,7 @@ def run_command(tick_seconds: float, worker_id: str | None, lease: float | None,
     """
     _logging()
     with _open(db_url) as store:
-        worker = _worker(store, db_url, worker_id, lease, batch, sent_copies)
+        worker = _worker(store, db_url, worker_id, lease, batch, sent_copies, watch=watch)
         click.echo(f"worker {worker.worker_id} started on {_shown(store)}, a tick every "
                    f"{tick_seconds:g} s; Ctrl-C stops it")
         try:
@@ -270,7 +273,7 @@ async def _run_until_signal(worker: Worker, tick_seconds: float) -> int:
     return await run_worker(worker.store, worker.clock, tick_seconds=tick_seconds,
                             stop_event=stop, worker_id=worker.worker_id,
                             passwords=worker.passwords, policy=worker.policy,
-                            on_tick=_echo_tick)
+                            on_tick=_echo_tick, watch=worker.watch)
 
 
 @main.command("send")
@@ -280,6 +283,8 @@ async def _run_until_signal(worker: Worker, tick_seconds: float) -> int:
 def send_command(due: bool, worker_id: str | None, lease: float | None, batch: int | None,
                  sent_copies: bool, db_url: str | None) -> None:
     """One tick of the worker, for cron: send what is due, save Sent copies, exit.
+
+    Mail is read by `mailprobe watch --once` (and `mailprobe process`), which cron can run too.
 
     \b
     Example:

@@ -22,11 +22,13 @@ from mailprobe.tables import Format, Report, Table, format_cell
 _FORMATS = ("html", "csv", "xlsx")
 
 
-def _engine_options(f: click.decorators.FC) -> click.decorators.FC:
+def _engine_options(f: click.decorators.FC, *,
+                    scores_required: bool = True) -> click.decorators.FC:
     options = [
         click.option("--rubric", "rubric", default="city", show_default=True, metavar="NAME|FILE",
                      help="Indicator system: 'city', 'county' or a rubric TOML file."),
-        click.option("--scores", "scores", multiple=True, required=True, metavar="FILE",
+        click.option("--scores", "scores", multiple=True, required=scores_required,
+                     metavar="FILE",
                      type=click.Path(dir_okay=False, path_type=Path),
                      help="Score sheet (CSV/XLSX); repeat for one file per round."),
         click.option("--agencies", type=click.Path(dir_okay=False, path_type=Path),
@@ -120,21 +122,36 @@ def _parse_formats(text: str) -> tuple[str, ...]:
     return chosen
 
 
-@main.command()
-@_engine_options
+def _report_options(f: click.decorators.FC) -> click.decorators.FC:
+    # --scores is required only when no subcommand runs: checked in the group's callback.
+    return _engine_options(f, scores_required=False)
+
+
+@main.group(invoke_without_command=True)
+@_report_options
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("out/report"), show_default=True, help="Folder for the report.")
 @click.option("--format", "fmt", default="html,csv,xlsx", show_default=True,
               help="Comma-separated: html, csv, xlsx.")
-def report(rubric: str, scores: tuple[Path, ...], agencies: Path | None, sheet: str | None,
-           merge: str, out: Path, fmt: str) -> None:
+@click.pass_context
+def report(ctx: click.Context, rubric: str, scores: tuple[Path, ...], agencies: Path | None,
+           sheet: str | None, merge: str, out: Path, fmt: str) -> None:
     """Write the full report (HTML with charts, CSV and XLSX of every table).
+
+    Without a command it writes the indicator report from score sheets; `report
+    response-times` writes the reply-time report of a probe round.
 
     \b
     Example:
       mailprobe report --rubric county --scores samples/2015/county_scores.csv \\
           --agencies samples/2015/agencies.csv --out out/county-2015
+      mailprobe report response-times --round 2015-r1 --out out/r1-times
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not scores:
+        param = next(p for p in ctx.command.params if p.name == "scores")
+        raise click.MissingParameter(ctx=ctx, param=param)
     formats = _parse_formats(fmt)
     ev = _evaluate(rubric, scores, agencies, sheet, merge)
     path = _write(build_report(ev.ranking, ev.stats), out, formats)
