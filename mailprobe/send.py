@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import random
@@ -27,6 +26,7 @@ from mailprobe.clock import Clock
 from mailprobe.directory import Account, TlsMode
 from mailprobe.directory_io import is_loopback_host, resolve_password
 from mailprobe.errors import ConfigError, MailprobeError
+from mailprobe.imap import quote_mailbox
 from mailprobe.models import (
     Accepted,
     AccountRow,
@@ -467,27 +467,6 @@ class SentFolderError(MailprobeError, RuntimeError):
     """The Sent folder could not be searched (the server is down, the login refused)."""
 
 
-def imap_mailbox(name: str) -> str:
-    """A mailbox name as IMAP wants it: modified UTF-7 (RFC 3501 5.1.3), quoted."""
-    out: list[str] = []
-    wide: list[str] = []
-
-    def flush() -> None:
-        if wide:
-            data = base64.b64encode("".join(wide).encode("utf-16-be")).decode("ascii")
-            out.append("&" + data.rstrip("=").replace("/", ",") + "-")
-            wide.clear()
-
-    for ch in name:
-        if " " <= ch <= "~":
-            flush()
-            out.append("&-" if ch == "&" else ch)
-        else:
-            wide.append(ch)
-    flush()
-    return '"' + "".join(out).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def _ok(response: Any, what: str) -> Any:
     if response.result != "OK":
         lines = b" ".join(response.lines).decode("utf-8", "replace")
@@ -605,7 +584,7 @@ async def save_sent_copies(store: Store, clock: Clock, passwords: Mapping[str, s
 
 async def _copy_account(account: Account, password: str, items: Sequence[_Copy],
                         done: list[tuple[str, str]], policy: SendPolicy) -> None:
-    folder = imap_mailbox(account.sent_folder)
+    folder = quote_mailbox(account.sent_folder)
     client = await _imap(account, password, policy)
     try:
         _ok(await client.select(folder), f"SELECT {folder}")
@@ -649,7 +628,7 @@ async def resolve_uncertain_by_sent_folder(
 async def _search_sent(store: Store, account: Account, password: str,
                        probes: Sequence[ClaimedProbe], found: list[str],
                        policy: SendPolicy) -> None:
-    folder = imap_mailbox(account.sent_folder)
+    folder = quote_mailbox(account.sent_folder)
     client = await _imap(account, password, policy)
     try:
         _ok(await client.select(folder), f"SELECT {folder}")

@@ -34,12 +34,12 @@ from mailprobe.directory import (
     TlsMode,
 )
 from mailprobe.errors import ConfigError
+from mailprobe.imap import quote_mailbox
 from mailprobe.models import ProbeState, RoundRecord
 from mailprobe.probe_details import details_for
 from mailprobe.send import (
     SendPolicy,
     TickReport,
-    imap_mailbox,
     load_passwords,
     resolve_uncertain_by_sent_folder,
     save_sent_copies,
@@ -531,9 +531,9 @@ def test_two_workers_on_postgresql_send_each_probe_once(clock: ManualClock,
 
 
 def test_mailbox_names_are_modified_utf7() -> None:
-    assert imap_mailbox("Sent") == '"Sent"'
-    assert imap_mailbox("已发送") == '"&XfJT0ZAB-"'
-    assert imap_mailbox("A&B \"x\"") == '"A&-B \\"x\\""'
+    assert quote_mailbox("Sent") == '"Sent"'
+    assert quote_mailbox("已发送") == '"&XfJT0ZAB-"'
+    assert quote_mailbox("A&B \"x\"") == '"A&-B \\"x\\""'
 
 
 def imap_messages(dovecot: Any, folder: str = "Sent") -> list[tuple[str, bytes]]:
