@@ -42,6 +42,7 @@ from mailprobe.directory import (  # noqa: E402
 from mailprobe.models import ProbeRecord, RoundRecord  # noqa: E402
 from mailprobe.probe_details import DetailRequest, campaign_details  # noqa: E402
 from mailprobe.send import SendPolicy, send_due  # noqa: E402
+from mailprobe.settings import load_settings  # noqa: E402
 from mailprobe.sheets import Agency, Level  # noqa: E402
 from mailprobe.store import Store  # noqa: E402
 from tests.sink_process import Sink  # noqa: E402
@@ -52,7 +53,7 @@ SENDER = "chen.jianguo@mail.minyi.test"
 # uncertain window after a crash over throughput (a round sends a few probes an hour).
 POLICIES = {"mailprobe": SendPolicy(batch=500, chunk=50, record_every=100, sent_copies=False),
             # What `mailprobe run` uses with config/mailprobe.toml ([campaign] claim_batch).
-            "defaults": SendPolicy(batch=20, sent_copies=False)}
+            "defaults": SendPolicy(batch=load_settings().claim_batch, sent_copies=False)}
 TEMPLATES = ("eia_restaurant_1", "noise_night_1", "odour_factory_1", "river_pipe_1",
              "dust_site_1", "env_data_air_1")
 
