@@ -17,6 +17,7 @@ __all__ = [
     "UNFOLD",
     "Address",
     "b64_lenient",
+    "b64_size",
     "decode_bytes",
     "decode_header_value",
     "html_to_text",
@@ -162,19 +163,38 @@ UNFOLD = re.compile(r"\r?\n(?=[ \t])")  # in a block of fields only these are
 _MSGID = re.compile(r"<[^<>\s]+>")
 
 
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+_ASCII_SPACE = b" \t\n\r\x0b\x0c"  # what str.split() drops, short of \x1c-\x1f (junk here)
+
+
+def _b64_body(text: str, defects: list[str] | None, what: str) -> bytes:
+    """The base64 alphabet characters of ``text``; a defect noted when other than spaces."""
+    if text.isascii():  # the common case, at C speed: only line breaks to drop
+        body = text.encode("ascii").translate(None, _ASCII_SPACE)
+        if not body.translate(None, _B64_ALPHABET):
+            return body
+    junk_free = B64_JUNK.sub("", text)
+    if defects is not None and len(junk_free) != len("".join(text.split())):
+        defects.append(f"{what}: characters outside the alphabet dropped")
+    return junk_free.encode("ascii")
+
+
+def b64_size(text: str) -> int:
+    """The decoded size of base64 ``text`` (estimated as lenient decoding would find it)."""
+    return len(_b64_body(text, None, "").rstrip(b"=")) * 3 // 4
+
+
 def b64_lenient(text: str, defects: list[str] | None = None, what: str = "base64") -> bytes:
     """Lenient base64: stray characters dropped, padding repaired, per-line padding allowed."""
-    body = B64_JUNK.sub("", text)
-    if defects is not None and len(body) != len("".join(text.split())):
-        defects.append(f"{what}: characters outside the alphabet dropped")
+    body = _b64_body(text, defects, what)
     out = bytearray()
-    for chunk in body.split("="):  # '=' inside: some encoders pad every line on its own
+    for chunk in body.split(b"="):  # '=' inside: some encoders pad every line on its own
         if len(chunk) % 4 == 1:
             chunk = chunk[:-1]
             if defects is not None:
                 defects.append(f"{what}: a stray last character dropped")
         if chunk:
-            out += binascii.a2b_base64(chunk + "=" * (-len(chunk) % 4))
+            out += binascii.a2b_base64(chunk + b"=" * (-len(chunk) % 4))
     if defects is not None and len(body) % 4:
         defects.append(f"{what}: padding missing")
     return bytes(out)

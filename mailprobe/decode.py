@@ -16,10 +16,10 @@ from typing import Any
 from flufl.bounce import all_failures
 
 from mailprobe.charsets import (
-    B64_JUNK,
     UNFOLD,
     Address,
     b64_lenient,
+    b64_size,
     decode_bytes,
     decode_header_value,
     html_to_text,
@@ -156,9 +156,11 @@ class ParsedMessage:
 class _Walk:
     """Collects text, attachments and reports from the part tree within the part limit."""
 
-    def __init__(self, max_parts: int, hint: str) -> None:
+    def __init__(self, max_parts: int, hint: str,
+                 top: tuple[Message, dict[str, str]] | None = None) -> None:
         self.max_parts = max_parts
         self.hint = hint
+        self.top = top  # the message and its Content-Type parameters, parsed already
         self.seen = 0
         self.text: list[TextPart] = []
         self.attachments: list[Attachment] = []
@@ -230,7 +232,11 @@ class _Walk:
 
     def text_of(self, part: Message, ctype: str) -> TextPart:
         data = _transfer_decode(part, self.defects)
-        charset = parse_params(raw_header(part, "content-type"))[1].get("charset", "")
+        if self.top is not None and part is self.top[0]:
+            params = self.top[1]
+        else:
+            params = parse_params(raw_header(part, "content-type"))[1]
+        charset = params.get("charset", "")
         text, codec = decode_bytes(data, charset or self.hint, self.defects, ctype)
         if ctype == "text/html":
             text = html_to_text(text)
@@ -267,7 +273,7 @@ def _attachment(part: Message, ctype: str, defects: list[str]) -> Attachment:
     raw = _payload(part)
     cte = raw_header(part, "content-transfer-encoding").strip().lower()
     if isinstance(raw, str) and cte == "base64":
-        size = len(B64_JUNK.sub("", raw).rstrip("=")) * 3 // 4  # no need to decode to size it
+        size = b64_size(raw)  # no need to decode to size it
     elif isinstance(raw, str):
         size = len(_transfer_decode(part, defects))
     else:
@@ -368,50 +374,68 @@ def _parse(raw: bytes, max_bytes: int, max_parts: int) -> ParsedMessage:
     msg = _PARSER.parsebytes(data)
     defects: list[str] = []
     raw_headers = [(str(k), str(v)) for k, v in msg.raw_items()]
-    hint = parse_params(raw_header(msg, "content-type"))[1].get("charset", "")
-    parsed = _from_headers(len(raw), raw_headers, msg.get_content_type(), defects, hint)
-    walk = _Walk(max_parts, hint)
+    # raw_header(msg, "content-type"), from the list already made
+    ctype_value = next((v for k, v in raw_headers if k.lower() == "content-type"), "")
+    top_params = parse_params(ctype_value)[1]
+    hint = top_params.get("charset", "")
+    fields = _header_fields(len(raw), raw_headers, msg.get_content_type(), defects, hint)
+    walk = _Walk(max_parts, hint, (msg, top_params))
     walk.part(msg)
     if walk.seen > max_parts:
         truncated.append(f"message has {walk.seen} parts; read the first {max_parts}")
-    statuses = walk.statuses or _flufl_failures(msg, data, parsed)
     all_defects = list(dict.fromkeys(defects + walk.defects))
     if len(all_defects) > _MAX_DEFECTS:
         all_defects[_MAX_DEFECTS:] = [f"... and {len(all_defects) - _MAX_DEFECTS} more defects"]
-    return replace(parsed, text_parts=tuple(walk.text),
-                   text="\n\n".join(p.text for p in walk.text if p.text),
-                   attachments=tuple(walk.attachments), delivery_status=tuple(statuses),
-                   returned=tuple(walk.returned), defects=tuple(all_defects),
-                   truncated=tuple(truncated))
+    # One construction: dataclasses.replace() of a frozen, slotted result costs as much again.
+    parsed = ParsedMessage(**fields, text_parts=tuple(walk.text),
+                           text="\n\n".join(p.text for p in walk.text if p.text),
+                           attachments=tuple(walk.attachments),
+                           delivery_status=tuple(walk.statuses),
+                           returned=tuple(walk.returned), defects=tuple(all_defects),
+                           truncated=tuple(truncated))
+    if walk.statuses:
+        return parsed
+    statuses = _flufl_failures(msg, data, parsed)  # reads only the header fields
+    return replace(parsed, delivery_status=tuple(statuses)) if statuses else parsed
 
 
 def _from_headers(size: int, raw_headers: list[tuple[str, str]], content_type: str,
                   defects: list[str], hint: str) -> ParsedMessage:
-    headers = tuple((k, decode_header_value(v, defects, hint)) for k, v in raw_headers)
+    return ParsedMessage(**_header_fields(size, raw_headers, content_type, defects, hint))
+
+
+def _header_fields(size: int, raw_headers: list[tuple[str, str]], content_type: str,
+                   defects: list[str], hint: str) -> dict[str, Any]:
+    """The ParsedMessage fields that come from the header block."""
+    headers = tuple([(k, decode_header_value(v, defects, hint)) for k, v in raw_headers])
     raw: dict[str, str] = {}
     first: dict[str, str] = {}
     for (key, value), (_, decoded) in zip(raw_headers, headers, strict=True):
-        raw.setdefault(key.lower(), value)
-        first.setdefault(key.lower(), decoded)
-
-    def get(name: str) -> str:
-        return first.get(name, "")
+        lower = key.lower()
+        if lower not in raw:
+            raw[lower] = value
+            first[lower] = decoded
+    get = first.get
 
     def addresses(name: str) -> tuple[Address, ...]:
         return parse_addresses(raw.get(name, ""), defects, hint)
 
-    return ParsedMessage(
-        size=size, headers=headers, subject=get("subject"), from_=addresses("from"),
+    date_text = get("date", "")
+    return dict(
+        size=size, headers=headers, subject=get("subject", ""), from_=addresses("from"),
         to=addresses("to"), cc=addresses("cc"), reply_to=addresses("reply-to"),
-        return_path=get("return-path"), message_id=normalize_message_id(get("message-id")),
-        in_reply_to=normalize_message_id(get("in-reply-to")),
-        references=message_ids(get("references")), date_text=get("date"),
-        date=_date(get("date")), content_type=content_type,
-        automation=AutomationHeaders(
-            get("auto-submitted"), get("x-autoreply"), get("x-autorespond"), get("precedence"),
-            get("x-auto-response-suppress"), get("x-ms-exchange-inbox-rules-loop"),
-            get("x-ms-exchange-generated-message-source"), get("x-ms-has-attach"),
-            get("list-unsubscribe"), get("list-id"), get("x-failed-recipients")))
+        return_path=get("return-path", ""),
+        message_id=normalize_message_id(get("message-id", "")),
+        in_reply_to=normalize_message_id(get("in-reply-to", "")),
+        references=message_ids(get("references", "")), date_text=date_text,
+        date=_date(date_text), content_type=content_type,
+        automation=AutomationHeaders(*(get(name, "") for name in _AUTOMATION)))
+
+
+_AUTOMATION = ("auto-submitted", "x-autoreply", "x-autorespond", "precedence",
+               "x-auto-response-suppress", "x-ms-exchange-inbox-rules-loop",
+               "x-ms-exchange-generated-message-source", "x-ms-has-attach", "list-unsubscribe",
+               "list-id", "x-failed-recipients")  # AutomationHeaders' fields, in order
 
 
 def _date(text: str) -> datetime | None:

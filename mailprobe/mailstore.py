@@ -109,9 +109,15 @@ class ParseOutcome:
 
 def _rows(conn: Connection, table: Table, columns: Sequence[str],
           rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
-    procs = [table.c[c].type.bind_processor(conn.dialect) for c in columns]
-    return [tuple(r[c] if p is None else p(r[c]) for c, p in zip(columns, procs, strict=True))
-            for r in rows]
+    values: list[list[Any]] = []
+    for c in columns:  # column by column: one bind processor call per distinct value
+        column = [r[c] for r in rows]
+        process = table.c[c].type.bind_processor(conn.dialect)
+        if process is not None:
+            done: dict[Any, Any] = {}  # a batch shares fetched_at, parsed_at, account, folder
+            column = [done[v] if v in done else done.setdefault(v, process(v)) for v in column]
+        values.append(column)
+    return list(zip(*values, strict=True)) if values else [() for _ in rows]
 
 
 def _dialect_insert(conn: Connection, table: Table) -> Any:

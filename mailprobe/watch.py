@@ -190,8 +190,9 @@ class _Pipeline:
     Raw bytes are committed before they are parsed; parse results are recorded with the
     next batch's commit (one durable commit per batch). The event loop's own work (fetch,
     then store) is never run alongside a CPU-bound thread, whose hold on the GIL would
-    stall the socket reads. A batch is parsed here when every worker is busy, so at
-    most ``parse_workers + 1`` batches are in memory and no process waits for another.
+    stall the socket reads. A batch is parsed here when every worker is busy and one more
+    batch waits for them, so at most ``parse_workers + 2`` batches are in memory and no
+    process waits for another.
     """
 
     def __init__(self, store: Store, account: str, folder: str, uidvalidity: int,
@@ -218,8 +219,10 @@ class _Pipeline:
         items = [(mid, fetched[i].raw) for mid, i in stored.new]
         p = self.policy
         self._collect()
-        # To the workers while one is free, else here: the main process then shares the work.
-        if items and len(items) >= p.parse_pool_min and len(self._parsing) < p.parse_workers:
+        # To the workers while fewer than parse_workers + 1 batches are with them (one queued
+        # behind the running ones, so a worker never idles while this process fetches and
+        # stores), else here: the main process then shares the work.
+        if items and len(items) >= p.parse_pool_min and len(self._parsing) <= p.parse_workers:
             self._parsing[asyncio.wrap_future(_pool(p.parse_workers).submit(
                 _parse_many, items, p.parse_bytes, p.parse_parts))] = items
         else:
