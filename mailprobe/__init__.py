@@ -1,29 +1,35 @@
 """mailprobe: simulated-citizen probes of government websites and the indicator engine."""
 
-from mailprobe.classify import Classification, MessageKind, classify
-from mailprobe.clock import Clock, ManualClock, SystemClock
-from mailprobe.compose import ComposedProbe, TemplateSet, compose
-from mailprobe.decode import ParsedMessage, parse_message
-from mailprobe.engine import Evaluation, evaluate
-from mailprobe.errors import (
-    CalendarError,
-    ConfigError,
-    InputError,
-    MailprobeError,
-    RubricError,
-    SheetError,
-)
-from mailprobe.match import MatchResult, match_message
-from mailprobe.plan import Plan, plan_round
-from mailprobe.rank import Ranking, Statistics, competition_rank, rank_sites, statistics
-from mailprobe.rubric import Rubric, load_rubric
-from mailprobe.schedule import Schedule, load_schedule
-from mailprobe.score import DerivedScore, MergePolicy, Override, Scores, score_sheets
-from mailprobe.settings import Settings, load_settings
-from mailprobe.sheets import Agency, read_agencies, read_score_sheet
-from mailprobe.store import Store
-from mailprobe.timeliness import ProbeTiming, load_queue_method, timeliness_points
-from mailprobe.workdays import WorkCalendar, default_calendar, load_calendar
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mailprobe.classify import Classification, MessageKind, classify
+    from mailprobe.clock import Clock, ManualClock, SystemClock
+    from mailprobe.compose import ComposedProbe, TemplateSet, compose
+    from mailprobe.decode import ParsedMessage, parse_message
+    from mailprobe.engine import Evaluation, evaluate
+    from mailprobe.errors import (
+        CalendarError,
+        ConfigError,
+        InputError,
+        MailprobeError,
+        RubricError,
+        SheetError,
+    )
+    from mailprobe.match import MatchResult, match_message
+    from mailprobe.plan import Plan, plan_round
+    from mailprobe.rank import Ranking, Statistics, competition_rank, rank_sites, statistics
+    from mailprobe.rubric import Rubric, load_rubric
+    from mailprobe.schedule import Schedule, load_schedule
+    from mailprobe.score import DerivedScore, MergePolicy, Override, Scores, score_sheets
+    from mailprobe.settings import Settings, load_settings
+    from mailprobe.sheets import Agency, read_agencies, read_score_sheet
+    from mailprobe.store import Store
+    from mailprobe.timeliness import ProbeTiming, load_queue_method, timeliness_points
+    from mailprobe.workdays import WorkCalendar, default_calendar, load_calendar
 
 __all__ = [
     "Agency",
@@ -76,3 +82,64 @@ __all__ = [
     "statistics",
     "timeliness_points",
 ]
+
+# Loaded on first use (PEP 562), so that importing one stage, say a pure one, does not
+# pull in the database, the mail clients and the scheduler with it.
+_WHERE = {
+    "Agency": "mailprobe.sheets",
+    "CalendarError": "mailprobe.errors",
+    "Classification": "mailprobe.classify",
+    "Clock": "mailprobe.clock",
+    "ComposedProbe": "mailprobe.compose",
+    "ConfigError": "mailprobe.errors",
+    "DerivedScore": "mailprobe.score",
+    "Evaluation": "mailprobe.engine",
+    "InputError": "mailprobe.errors",
+    "MailprobeError": "mailprobe.errors",
+    "ManualClock": "mailprobe.clock",
+    "MatchResult": "mailprobe.match",
+    "MergePolicy": "mailprobe.score",
+    "MessageKind": "mailprobe.classify",
+    "Override": "mailprobe.score",
+    "ParsedMessage": "mailprobe.decode",
+    "Plan": "mailprobe.plan",
+    "ProbeTiming": "mailprobe.timeliness",
+    "Ranking": "mailprobe.rank",
+    "Rubric": "mailprobe.rubric",
+    "RubricError": "mailprobe.errors",
+    "Schedule": "mailprobe.schedule",
+    "Scores": "mailprobe.score",
+    "Settings": "mailprobe.settings",
+    "SheetError": "mailprobe.errors",
+    "Statistics": "mailprobe.rank",
+    "Store": "mailprobe.store",
+    "SystemClock": "mailprobe.clock",
+    "TemplateSet": "mailprobe.compose",
+    "WorkCalendar": "mailprobe.workdays",
+    "classify": "mailprobe.classify",
+    "competition_rank": "mailprobe.rank",
+    "compose": "mailprobe.compose",
+    "default_calendar": "mailprobe.workdays",
+    "evaluate": "mailprobe.engine",
+    "load_calendar": "mailprobe.workdays",
+    "load_queue_method": "mailprobe.timeliness",
+    "load_rubric": "mailprobe.rubric",
+    "load_schedule": "mailprobe.schedule",
+    "load_settings": "mailprobe.settings",
+    "match_message": "mailprobe.match",
+    "parse_message": "mailprobe.decode",
+    "plan_round": "mailprobe.plan",
+    "rank_sites": "mailprobe.rank",
+    "read_agencies": "mailprobe.sheets",
+    "read_score_sheet": "mailprobe.sheets",
+    "score_sheets": "mailprobe.score",
+    "statistics": "mailprobe.rank",
+    "timeliness_points": "mailprobe.timeliness",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mailprobe' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
