@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +119,36 @@ def smtp_server() -> Iterator[Any]:
     server.start()
     yield server
     server.stop()
+
+
+@contextmanager
+def report_page(browser: Any, report: Any, folder: Path, *, width: int = 1100) -> Iterator[Any]:
+    """A report rendered to ``folder`` and opened in Chromium; ``page.requests`` lists
+    every URL the page asked for, so a test can check that nothing left the machine."""
+    from mailprobe.report import render_html
+
+    html = folder / "report.html"
+    html.write_text(render_html(report), encoding="utf-8")
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(html.as_uri(), wait_until="load")
+    page.evaluate("document.fonts.ready")
+    page.requests = requests
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run the real entry point; return (exit status, stdout, stderr)."""
+    from mailprobe.cli import run
+
+    try:
+        run(list(argv))
+        status = 0
+    except SystemExit as exc:
+        status = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return status, out, err

@@ -7,25 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from mailprobe.cli import run
+from tests.conftest import run_cli
 
 MESSAGES = Path(__file__).resolve().parent / "messages"
 SENT_IDS = MESSAGES / "sent-ids.txt"
 
 
-def call(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run the real entry point; return (exit status, stdout, stderr)."""
-    try:
-        run(list(argv))
-        status = 0
-    except SystemExit as exc:
-        status = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def test_text_output(capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, err = call(capsys, "classify", str(MESSAGES / "13_referral_only.eml"),
+    status, out, err = run_cli(capsys, "classify", str(MESSAGES / "13_referral_only.eml"),
                             str(MESSAGES / "09_bounce_postfix_hard.eml"))
     assert status == 0 and err == ""
     assert f"{MESSAGES / '13_referral_only.eml'}: reply, confidence 0.90" in out
@@ -39,7 +30,7 @@ def test_text_output(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_json_lines_for_the_whole_corpus(capsys: pytest.CaptureFixture[str]) -> None:
     files = sorted(str(p) for p in MESSAGES.glob("*.eml"))
-    status, out, _ = call(capsys, "classify", "--format", "json", "--sent-ids", str(SENT_IDS),
+    status, out, _ = run_cli(capsys, "classify", "--format", "json", "--sent-ids", str(SENT_IDS),
                           *files)
     assert status == 0
     rows = [json.loads(line) for line in out.splitlines()]
@@ -58,7 +49,7 @@ def test_json_lines_for_the_whole_corpus(capsys: pytest.CaptureFixture[str]) -> 
 def test_an_unreadable_file_is_one_line_and_the_others_still_run(
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     missing = tmp_path / "missing.eml"
-    status, out, err = call(capsys, "classify", "--format", "json", str(missing),
+    status, out, err = run_cli(capsys, "classify", "--format", "json", str(missing),
                             str(MESSAGES / "08_out_of_office_exchange.eml"))
     assert status == 1
     assert err.strip() == (f"mailprobe: error: {missing}: cannot read the message file "
@@ -68,12 +59,12 @@ def test_an_unreadable_file_is_one_line_and_the_others_still_run(
 
 def test_a_directory_is_unreadable_too(capsys: pytest.CaptureFixture[str],
                                        tmp_path: Path) -> None:
-    status, _, err = call(capsys, "classify", str(tmp_path))
+    status, _, err = run_cli(capsys, "classify", str(tmp_path))
     assert status == 1 and str(tmp_path) in err and len(err.strip().splitlines()) == 1
 
 
 def test_missing_sent_ids_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    status, out, err = call(capsys, "classify", "--sent-ids", str(tmp_path / "ids.txt"),
+    status, out, err = run_cli(capsys, "classify", "--sent-ids", str(tmp_path / "ids.txt"),
                             str(MESSAGES / "09_bounce_postfix_hard.eml"))
     assert status == 1 and out == ""
     assert err.startswith(f"mailprobe: error: {tmp_path / 'ids.txt'}: cannot read the sent "
@@ -84,7 +75,7 @@ def test_sent_ids_decide_whether_a_bounce_counts(capsys: pytest.CaptureFixture[s
                                                  tmp_path: Path) -> None:
     ids = tmp_path / "ids.txt"
     ids.write_text("# none of ours\n\n<other@mail.test>\n", encoding="utf-8")
-    _, out, _ = call(capsys, "classify", "--format", "json", "--sent-ids", str(ids),
+    _, out, _ = run_cli(capsys, "classify", "--format", "json", "--sent-ids", str(ids),
                      str(MESSAGES / "09_bounce_postfix_hard.eml"))
     row = json.loads(out)
     assert row["kind"] == "unrelated" and row["bounce_type"] is None
@@ -95,11 +86,11 @@ def test_garbage_file_is_classified_not_an_error(capsys: pytest.CaptureFixture[s
                                                  tmp_path: Path) -> None:
     junk = tmp_path / "junk.eml"
     junk.write_bytes(bytes(range(256)) * 10)
-    status, out, _ = call(capsys, "classify", "--format", "json", str(junk))
+    status, out, _ = run_cli(capsys, "classify", "--format", "json", str(junk))
     assert status == 0 and json.loads(out)["file"] == str(junk)
 
 
 def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, _ = call(capsys, "classify", "--help")
+    status, out, _ = run_cli(capsys, "classify", "--help")
     assert status == 0
     assert "Example:\n    mailprobe classify tests/messages/*.eml" in out

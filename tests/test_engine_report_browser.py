@@ -9,11 +9,10 @@ from typing import Any
 import pytest
 
 from mailprobe.engine import evaluate
-from mailprobe.report import render_html
 from mailprobe.report_tables import build_report
 from mailprobe.rubric import Rubric
 from mailprobe.tables import Report
-from tests.conftest import ROOT, WriteCsv
+from tests.conftest import ROOT, WriteCsv, report_page
 
 pytestmark = pytest.mark.browser
 SAMPLES = ROOT / "samples" / "2015"
@@ -37,15 +36,8 @@ def county_report(county: Rubric, write_csv: WriteCsv) -> Report:
 
 @pytest.fixture
 def page(browser: Any, county_report: Report, tmp_path: Path) -> Iterator[Any]:
-    html = tmp_path / "report.html"
-    html.write_text(render_html(county_report), encoding="utf-8")
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
-    requests: list[str] = []
-    page.on("request", lambda r: requests.append(r.url))
-    page.goto(html.as_uri(), wait_until="load")
-    page.requests = requests
-    yield page
-    page.close()
+    with report_page(browser, county_report, tmp_path, width=1200) as page:
+        yield page
 
 
 def test_every_table_and_chart_of_the_county_report_renders(page: Any,

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from mailprobe.report import render_html
 from mailprobe.tables import Report
+from tests.conftest import report_page
 from tests.test_report_writer import sample_report
 
 pytestmark = pytest.mark.browser
@@ -26,16 +26,8 @@ def report() -> Report:
 
 @pytest.fixture
 def page(browser: Any, report: Report, tmp_path: Path) -> Iterator[Any]:
-    html_file = tmp_path / "report.html"
-    html_file.write_text(render_html(report), encoding="utf-8")
-    page = browser.new_page(viewport={"width": 1100, "height": 900})
-    requests: list[str] = []
-    page.on("request", lambda request: requests.append(request.url))
-    page.goto(html_file.as_uri(), wait_until="load")
-    page.evaluate("document.fonts.ready")
-    page.requests = requests
-    yield page
-    page.close()
+    with report_page(browser, report, tmp_path) as page:
+        yield page
 
 
 def test_tables_render_every_row(page: Any, report: Report) -> None:

@@ -17,6 +17,7 @@ from mailprobe.response_report import ProbeLine, build_response_report
 from mailprobe.tables import Cell, Report, Table
 from mailprobe.timeliness import ProbeTiming, QueueMethod
 from mailprobe.workdays import default_calendar
+from tests.conftest import report_page
 
 SH = ZoneInfo("Asia/Shanghai")
 INJECTED = "<script>window.__mailprobe_pwned = 1</script>经查，已处理。"
@@ -130,12 +131,8 @@ def test_the_html_escapes_a_reply(report: Report) -> None:
 
 @pytest.fixture
 def page(browser: Any, report: Report, tmp_path: Path) -> Iterator[Any]:
-    html_file = tmp_path / "report.html"
-    html_file.write_text(render_html(report), encoding="utf-8")
-    page = browser.new_page(viewport={"width": 1100, "height": 900})
-    page.goto(html_file.as_uri(), wait_until="load")
-    yield page
-    page.close()
+    with report_page(browser, report, tmp_path) as page:
+        yield page
 
 
 @pytest.mark.browser
