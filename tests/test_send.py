@@ -19,7 +19,6 @@ from typing import Any
 import aioimaplib
 import pytest
 from aiosmtpd.smtp import SMTP as SmtpProtocol
-from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from mailprobe.campaign import SendWindow, window_key
 from mailprobe.clock import ManualClock
@@ -124,27 +123,6 @@ class World:
         for r in self.records:
             counts[self.state(r.probe_id)] = counts.get(self.state(r.probe_id), 0) + 1
         return counts
-
-
-@pytest.fixture
-def smtp_server(smtp_server: Any) -> Any:
-    """The shared server, with "drop" in data_script aborting the connection.
-
-    tests/servers.py aborts through ``session.transport``, which aiosmtpd 1.4's Session
-    lacks (the handler then answers 500); the protocol object has the transport.
-    """
-    handler = smtp_server.handler
-    original = handler.handle_DATA
-
-    async def handle_DATA(server: Any, session: Any, envelope: Any) -> str:
-        if handler.data_script and handler.data_script[0] == "drop":
-            handler.data_script.popleft()
-            server.transport.abort()
-            return "421 dropped"
-        return str(await original(server, session, envelope))
-
-    handler.handle_DATA = handle_DATA
-    return smtp_server
 
 
 @pytest.fixture
@@ -461,28 +439,11 @@ def test_missing_passwords_are_one_error_line() -> None:
     assert load_passwords(accounts[:1], env={"MP_TEST_PW": "x"}) == {"c1": "x"}
 
 
-class AuthServer(SmtpServer):
-    """AUTH required. tests/servers.py's authenticator returns ``handled=True`` on a refusal,
-    so aiosmtpd answers nothing and the client waits; this one answers 535."""
-
-    def _factory(self) -> SmtpProtocol:
-        users = self.auth_users or {}
-
-        def check(server: Any, session: Any, envelope: Any, mechanism: str,
-                  auth_data: Any) -> AuthResult:
-            ok = isinstance(auth_data, LoginPassword) and users.get(
-                auth_data.login.decode()) == auth_data.password.decode()
-            return AuthResult(success=ok, handled=False)
-
-        return SmtpProtocol(self.handler, hostname="sink.test", authenticator=check,
-                            auth_require_tls=False, auth_required=True)
-
-
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_login_with_the_password_which_is_never_logged(
         tmp_path: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture) -> None:
     secret = "Zq8!only-in-env"
-    server = AuthServer(auth_users={"citizen1@mail.test": secret})
+    server = SmtpServer(auth_users={"citizen1@mail.test": secret})
     server.start()
     try:
         w = World(f"sqlite:///{tmp_path / 'm.db'}", clock, [account(server.port)], [persona()])
