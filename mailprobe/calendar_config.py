@@ -20,6 +20,7 @@ __all__ = [
     "CalendarConfig",
     "Correction",
     "KnownYear",
+    "as_date",
     "load_calendar_config",
 ]
 
@@ -101,14 +102,22 @@ def _text(table: Mapping[str, Any], key: str, source: str, where: str, default: 
     return value.strip()
 
 
-def _day(value: object, source: str, where: str) -> date:
+def as_date(value: object) -> date | None:
+    """A TOML value as a calendar date: a TOML date, or text in ISO form; else None."""
     if isinstance(value, date) and not isinstance(value, datetime):
         return value
     if isinstance(value, str):
         try:
             return date.fromisoformat(value.strip())
         except ValueError:
-            pass
+            return None
+    return None
+
+
+def _day(value: object, source: str, where: str) -> date:
+    day = as_date(value)
+    if day is not None:
+        return day
     raise ConfigError(
         "not a date", source=source, location=f"{where}.date",
         expected="an ISO date such as 2015-09-03", got=value,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mailprobe.calendar_config import as_date
 from mailprobe.directory import ChannelKind
 from mailprobe.errors import ConfigError
 from mailprobe.sheets import Level
@@ -386,13 +387,9 @@ class _Reader:
 
     def day(self, t: Mapping[str, Any], key: str, where: str) -> date:
         value = t.get(key)
-        if isinstance(value, date) and not isinstance(value, datetime):
-            return value
-        if isinstance(value, str):
-            try:
-                return date.fromisoformat(value.strip())
-            except ValueError:
-                pass
+        day = as_date(value)
+        if day is not None:
+            return day
         raise self.fail("not a date", f"{where}.{key}", "a date such as 2015-11-02", value)
 
     def strings(self, t: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
