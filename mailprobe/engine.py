@@ -65,6 +65,9 @@ def evaluation_json(ev: Evaluation) -> dict[str, Any]:
         prov = {names[j]: text for (si, j), text in r.scores.provenance.items() if si == i}
         if prov:
             site["provenance"] = prov
+        probes = {names[j]: list(ids) for (si, j), ids in r.scores.probe_ids.items() if si == i}
+        if probes:
+            site["probe_ids"] = probes
         sites.append(site)
     return {
         "rubric": {"name": rubric.name, "level": rubric.level, "file": rubric.file,

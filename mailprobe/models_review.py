@@ -17,6 +17,7 @@ __all__ = [
     "ManualReplyRow",
     "MatchRow",
     "ReplyRoute",
+    "ScoreOverrideRow",
 ]
 
 
@@ -109,3 +110,26 @@ class ManualReplyRow(Base):
     note: Mapped[str] = mapped_column(Text)
     by: Mapped[str] = mapped_column(String(100))
     recorded_at: Mapped[datetime]
+
+
+class ScoreOverrideRow(Base):
+    """An evaluator's decision replacing a leaf's computed points, with the reason.
+
+    Never deleted: a newer override of the same leaf, or a withdrawal, closes it
+    (``withdrawn_at``), so the report can say what changed, when and why.
+    """
+
+    __tablename__ = "score_overrides"
+    __table_args__ = (Index("ix_score_overrides_target", "rubric", "agency", "leaf"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rubric: Mapped[str] = mapped_column(String(64))  # the rubric's name: city, county, ...
+    agency: Mapped[str] = mapped_column(String(200))
+    leaf: Mapped[str] = mapped_column(String(200))  # the leaf's key in that rubric
+    points: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)
+    by: Mapped[str] = mapped_column(String(100))
+    at: Mapped[datetime]
+    withdrawn_at: Mapped[datetime | None]
+    withdrawn_by: Mapped[str | None] = mapped_column(String(100))
+    withdrawn_reason: Mapped[str | None] = mapped_column(Text)

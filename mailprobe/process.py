@@ -634,7 +634,8 @@ def _source(first: FirstReplies | None) -> Attached | None:
     return None if first is None else first.reply or first.acknowledgement
 
 
-def _line(p: ProbeRow, agency: str, channel: str, persona: str, timing: ProbeTiming | None,
+def _line(p: ProbeRow, agency: str, kind: ChannelKind, target: str, persona: str,
+          timing: ProbeTiming | None,
           source: Attached | None, found: Mapping[str, tuple[MatchRow, str]],
           manual: Mapping[str, ManualReply], judged: JudgementRow | None,
           bounce: str) -> ProbeLine:
@@ -655,7 +656,8 @@ def _line(p: ProbeRow, agency: str, channel: str, persona: str, timing: ProbeTim
         how |= {"effective": judged.effective, "effective_by": judged.judged_by or ""}
     elif judged is not None and judged.proposed_effective is not None:
         how |= {"effective": judged.proposed_effective, "effective_by": "机器建议"}
-    return ProbeLine(p.probe_id, agency, channel, persona, timing, bounce=bounce, **how)
+    return ProbeLine(p.probe_id, agency, f"{kind.label} {target}", persona, timing,
+                     bounce=bounce, channel_kind=kind.value, **how)
 
 
 @dataclass(frozen=True)
@@ -729,7 +731,7 @@ def response_lines(store: Store, round_id: str, *,
         refused = p.state is ProbeState.FAILED and p.accepted_at is None
         if p.probe_id in timings or refused:
             bounce, bounced = bounces.get(p.probe_id, ("", None))
-            lines.append(_line(p, agency, f"{ChannelKind(kind).label} {target}", persona,
+            lines.append(_line(p, agency, ChannelKind(kind), target, persona,
                                timings.get(p.probe_id),
                                _source(firsts.get(p.probe_id)) or bounced,
                                found, f.manual, f.judged.get(p.probe_id), bounce))

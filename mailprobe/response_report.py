@@ -163,6 +163,7 @@ class ProbeLine:
     bounce: str = ""  # hard | soft | "" (none)
     effective: bool | None = None  # 答复内容详细有效, the evaluator's word or the proposal
     effective_by: str = ""
+    channel_kind: str = ""  # a ChannelKind value: consultation, complaint, ...
 
     @property
     def unusable(self) -> bool:

@@ -73,6 +73,7 @@ class Scores:
     rounds: np.ndarray  # int64 [sites, leaves]
     policy: MergePolicy
     provenance: dict[tuple[int, int], str] = field(default_factory=dict)
+    probe_ids: dict[tuple[int, int], tuple[str, ...]] = field(default_factory=dict)
 
 
 def _bad_cell(sheet: ScoreSheet, key: object, mask: np.ndarray, values: np.ndarray,
@@ -312,6 +313,7 @@ def _apply_derived(scores: Scores, nonprobe: np.ndarray, derived: Sequence[Deriv
         base = 0.0 if not has_rest else float(rest)
         scores.leaf[i, j] = min(base + d.points, leaf.cap)
         scores.rounds[i, j] = 0
+        scores.probe_ids[(i, j)] = d.probes
         probes = ", ".join(d.probes) if d.probes else "无"
         scores.provenance[(i, j)] = (f"模拟来信得 {d.points:g} 分（来信：{probes}）"
                                      + (f"，评分表 {base:g} 分" if has_rest else "")

@@ -63,6 +63,9 @@ CITY_TABLES = ("table_2_5", "table_2_6", "table_2_7", "table_2_8")
 COUNTY_TABLES = ("table_4_5", "table_4_6", "table_4_7", "table_4_8")
 # Leaves written as what the evaluator observed (a count) rather than as points.
 OBSERVED = {"办事指南": "缺少要素", "网站安全": "高危漏洞数"}
+# Probe-derived leaves whose evaluator part is written beside the points, so that a campaign
+# can replace the probe part (答复实效 = 公开往期 1 point + the probes' 2 points).
+EVALUATOR_PART = {"答复实效": "公开往期"}
 ACCESS_LEAF = "网站能否正常访问"  # a county site that cannot be opened scores nothing
 
 
@@ -389,7 +392,7 @@ def city_header(rubric: Rubric) -> tuple[list[str], list[tuple[int, str | None]]
     for j, short in enumerate(rubric.short_names()):
         header.append(short)
         cols.append((j, None))
-        obs = OBSERVED.get(rubric.leaves[j].name)
+        obs = OBSERVED.get(rubric.leaves[j].name) or EVALUATOR_PART.get(rubric.leaves[j].name)
         if obs is not None:
             if rubric.leaves[j].observation(obs) is None:
                 raise SampleError(f"{rubric.leaves[j].key} has no observation {obs}")
@@ -410,10 +413,17 @@ def city_cells(rubric: Rubric, cols: Sequence[tuple[int, str | None]], values: d
         leaf = rubric.leaves[j]
         if obs is None:
             out.append("" if observed else fmt(values[j]))
+        elif leaf.name in EVALUATOR_PART:
+            out.append(fmt(evaluator_part(values[j])))
         else:
             count = (leaf.base - values[j]) / abs(leaf.observations[0].points)
             out.append(fmt(count) if observed else "")
     return out
+
+
+def evaluator_part(points: float) -> float:
+    """公开往期 (0 or 1) for a 答复实效 total, leaving a probe part of 0..2 points."""
+    return 1.0 if points > 2 or points % 2 >= 1 else 0.0
 
 
 # ---------------------------------------------------------------------------- main

@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "mailprobe.cli.watch",
     "mailprobe.cli.review",
     "mailprobe.cli.responses",
+    "mailprobe.cli.overrides",
 )
 
 

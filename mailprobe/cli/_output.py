@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import unicodedata
 
+from mailprobe.errors import MailprobeError
 from mailprobe.tables import Format, Table, format_cell
+from mailprobe.workdays import When, parse_when
 
-__all__ = ["display_width", "text_table"]
+__all__ = ["display_width", "text_table", "when_option"]
+
+
+def when_option(text: str | None, option: str) -> When | None:
+    """An option's date or ISO instant; a bad one is reported under the option's name."""
+    if text is None:
+        return None
+    try:
+        return parse_when(text)
+    except MailprobeError as exc:
+        raise type(exc)(exc.message, location=option, expected=exc.expected,
+                        got=text) from None
 
 
 def display_width(text: str) -> int:

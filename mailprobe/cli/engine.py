@@ -1,4 +1,4 @@
-"""Commands of the indicator engine: rank, report and the demo."""
+"""Commands of the indicator engine: rank and report."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from pathlib import Path
 import click
 
 from mailprobe.cli import main
-from mailprobe.cli._output import text_table
+from mailprobe.cli._output import text_table, when_option
 from mailprobe.engine import Evaluation, evaluate, evaluation_json
-from mailprobe.paths import samples_dir
-from mailprobe.report_tables import build_report, combine_reports, ranking_table
+from mailprobe.report_tables import build_report, ranking_table
 from mailprobe.score import MergePolicy
 from mailprobe.sheets import write_score_sheet
 from mailprobe.tables import Format, Report, Table, format_cell
+from mailprobe.workdays import When
 
 _FORMATS = ("html", "csv", "xlsx")
 
@@ -44,10 +44,42 @@ def _engine_options(f: click.decorators.FC, *,
     return f
 
 
+def _campaign_options(f: click.decorators.FC) -> click.decorators.FC:
+    from mailprobe.cli.store import _db_option
+
+    options = [
+        click.option("--campaign", "campaign", multiple=True, metavar="ROUND",
+                     help="Take the probe-derived leaves from this probe round in the "
+                          "database (repeat for each round); overrides recorded with "
+                          "`mailprobe override add` apply too."),
+        click.option("--as-of", "as_of", metavar="DATE|ISO",
+                     help="With --campaign: replies after this do not count (default: now)."),
+        _db_option,
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _as_of(text: str | None) -> When | None:
+    return when_option(text, "--as-of")
+
+
 def _evaluate(rubric: str, scores: tuple[Path, ...], agencies: Path | None, sheet: str | None,
-              merge: str) -> Evaluation:
-    return evaluate(rubric, scores, agencies_file=agencies, policy=MergePolicy(merge),
-                    sheet=sheet)
+              merge: str, campaign: tuple[str, ...] = (), as_of: str | None = None,
+              db_url: str | None = None) -> Evaluation:
+    if not campaign:
+        return evaluate(rubric, scores, agencies_file=agencies, policy=MergePolicy(merge),
+                        sheet=sheet)
+    from mailprobe.campaign_report import campaign_evaluation, load_rounds
+    from mailprobe.cli.store import _open
+
+    with _open(db_url) as store:
+        rounds = load_rounds(store, campaign, as_of=_as_of(as_of))
+        ev, _ = campaign_evaluation(store, rubric, scores, [r.round for r in rounds],
+                                    agencies_file=agencies, policy=MergePolicy(merge),
+                                    sheet=sheet)
+    return ev
 
 
 def _csv_text(table: Table) -> str:
@@ -63,6 +95,7 @@ def _csv_text(table: Table) -> str:
 
 @main.command()
 @_engine_options
+@_campaign_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
               show_default=True, help="Output format.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
@@ -71,8 +104,12 @@ def _csv_text(table: Table) -> str:
               metavar="FILE", help="Also write the merged leaf scores as a score sheet "
                                    "(CSV/XLSX) that reads back unchanged.")
 def rank(rubric: str, scores: tuple[Path, ...], agencies: Path | None, sheet: str | None,
-         merge: str, fmt: str, output: Path | None, export_sheet: Path | None) -> None:
+         merge: str, campaign: tuple[str, ...], as_of: str | None, db_url: str | None,
+         fmt: str, output: Path | None, export_sheet: Path | None) -> None:
     """Rank sites from score sheets: totals, ranks, stages and every statistic.
+
+    With --campaign the probe-derived leaves (渠道功能, 答复实效, 网上咨询, 网上监督) come
+    from the probe rounds in the database, and the JSON says which probes gave each point.
 
     \b
     Example:
@@ -80,8 +117,10 @@ def rank(rubric: str, scores: tuple[Path, ...], agencies: Path | None, sheet: st
           --agencies samples/2015/agencies.csv --format json
       mailprobe rank --rubric city --scores round1.csv --scores round2.csv \\
           --export-sheet merged.xlsx
+      mailprobe rank --rubric city --scores samples/2015/city_scores.csv \\
+          --campaign 2015-r1 --campaign 2015-r2 --db sqlite:///out/demo-2015/demo.db
     """
-    ev = _evaluate(rubric, scores, agencies, sheet, merge)
+    ev = _evaluate(rubric, scores, agencies, sheet, merge, campaign, as_of, db_url)
     if export_sheet is not None:
         merged = ev.ranking.scores
         write_score_sheet(export_sheet, merged.agencies, ev.rubric, merged.leaf)
@@ -129,22 +168,29 @@ def _report_options(f: click.decorators.FC) -> click.decorators.FC:
 
 @main.group(invoke_without_command=True)
 @_report_options
+@_campaign_options
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("out/report"), show_default=True, help="Folder for the report.")
 @click.option("--format", "fmt", default="html,csv,xlsx", show_default=True,
               help="Comma-separated: html, csv, xlsx.")
 @click.pass_context
 def report(ctx: click.Context, rubric: str, scores: tuple[Path, ...], agencies: Path | None,
-           sheet: str | None, merge: str, out: Path, fmt: str) -> None:
+           sheet: str | None, merge: str, campaign: tuple[str, ...], as_of: str | None,
+           db_url: str | None, out: Path, fmt: str) -> None:
     """Write the full report (HTML with charts, CSV and XLSX of every table).
 
-    Without a command it writes the indicator report from score sheets; `report
-    response-times` writes the reply-time report of a probe round.
+    Without a command it writes the indicator report from score sheets. With --campaign
+    the probe rounds in the database give the probe-derived leaves, and the report adds
+    each round's response times: rankings, every statistic table and the reply times in
+    one command. `report response-times` writes the reply-time report of one round alone.
 
     \b
     Example:
       mailprobe report --rubric county --scores samples/2015/county_scores.csv \\
           --agencies samples/2015/agencies.csv --out out/county-2015
+      mailprobe report --rubric city --scores samples/2015/city_scores.csv \\
+          --agencies samples/2015/agencies.csv --campaign 2015-r1 --campaign 2015-r2 \\
+          --db sqlite:///out/demo-2015/demo.db --out out/city-campaign
       mailprobe report response-times --round 2015-r1 --out out/r1-times
     """
     if ctx.invoked_subcommand is not None:
@@ -153,44 +199,17 @@ def report(ctx: click.Context, rubric: str, scores: tuple[Path, ...], agencies: 
         param = next(p for p in ctx.command.params if p.name == "scores")
         raise click.MissingParameter(ctx=ctx, param=param)
     formats = _parse_formats(fmt)
+    if campaign:
+        from mailprobe.campaign_report import LevelInput, write_campaign_report
+        from mailprobe.cli.store import _open
+
+        with _open(db_url) as store:
+            done = write_campaign_report(
+                store, [LevelInput(rubric, "", scores)], agencies_file=agencies,
+                round_ids=campaign, out=out, formats=formats, as_of=_as_of(as_of),
+                policy=MergePolicy(merge), sheet=sheet)
+        click.echo(f"report written: {done.path}")
+        return
     ev = _evaluate(rubric, scores, agencies, sheet, merge)
     path = _write(build_report(ev.ranking, ev.stats), out, formats)
     click.echo(f"report written: {path}")
-
-
-@main.command()
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("out/demo-2015"), show_default=True, help="Folder for the report.")
-def demo(out: Path) -> None:
-    """Rank the bundled 2015 Guangdong sample (22 cities, 211 counties) and write the report.
-
-    \b
-    Example:
-      mailprobe demo --out out/demo-2015
-    """
-    base = samples_dir() / "2015"
-    agencies = base / "agencies.csv"
-    parts = []
-    summaries = []
-    for level, label in (("city", "地级市"), ("county", "县区级")):
-        ev = evaluate(level, [base / f"{level}_scores.csv"], agencies_file=agencies)
-        parts.append((level, label, build_report(ev.ranking, ev.stats)))
-        summaries.append(_demo_summary(label, ev))
-    combined = combine_reports(parts, "2015 年度广东省地市、县（区）环保政府网站绩效评估",
-                               "样例数据：按种子报告图表 2-1、4-1、4-2 生成的评分表")
-    path = _write(combined, out, _FORMATS)
-    click.echo("\n".join(summaries))
-    click.echo(f"\nreport written: {path}")
-
-
-def _demo_summary(label: str, ev: Evaluation) -> str:
-    r = ev.ranking
-    order = list(r.order)
-    top = "、".join(f"{r.sites[i]} {format_cell(float(r.total[i]), Format.SCORE)}"
-                   for i in order[:3])
-    bottom = "、".join(f"{r.sites[i]} {format_cell(float(r.total[i]), Format.SCORE)}"
-                      for i in order[-3:])
-    stages = "，".join(f"{s.name} {s.count}" for s in ev.stats.stages)
-    avg = format_cell(ev.stats.averages["total"], Format.SCORE)
-    return (f"{label}：{len(r.sites)} 个网站参评，平均 {avg} 分；前三 {top}；末三 {bottom}\n"
-            f"  发展阶段：{stages}")

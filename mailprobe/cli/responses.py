@@ -9,14 +9,13 @@ from typing import Any
 import click
 
 from mailprobe import process as stage
-from mailprobe.cli._output import text_table
+from mailprobe.cli._output import text_table, when_option
 from mailprobe.cli.engine import report
 from mailprobe.cli.store import _db_option, _open
-from mailprobe.errors import MailprobeError
 from mailprobe.response_report import build_response_report
 from mailprobe.tables import Report
 from mailprobe.timeliness import load_queue_method
-from mailprobe.workdays import When, default_calendar, load_calendar, parse_when
+from mailprobe.workdays import default_calendar, load_calendar
 
 _TEXT_TABLES = ("rt-summary", "rt-stages", "rt-agencies", "rt-probes")
 
@@ -33,16 +32,6 @@ def report_json(r: Report) -> dict[str, Any]:
                        "rows": rows(t.rows, keys), "footer": rows(t.footer, keys),
                        "note": t.note})
     return {"title": r.title, "facts": dict(r.facts), "tables": tables}
-
-
-def _round_end(text: str | None) -> When | None:
-    if text is None:
-        return None
-    try:
-        return parse_when(text)
-    except MailprobeError as exc:
-        raise type(exc)(exc.message, location="--round-end", expected=exc.expected,
-                        got=text) from None
 
 
 @report.command("response-times")
@@ -81,7 +70,7 @@ def response_times(round_id: str, fmt: str, out: Path | None, round_end: str | N
     """
     calendar = load_calendar(calendar_file) if calendar_file else default_calendar()
     method = load_queue_method(method_file)
-    end = _round_end(round_end)
+    end = when_option(round_end, "--round-end")
     with _open(db_url) as store:
         end = end or store.clock.now()
         name, lines, pending = stage.response_lines(store, round_id, round_end=end)
