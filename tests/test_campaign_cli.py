@@ -221,3 +221,67 @@ def test_the_worker_ticks_until_stopped(live: World, smtp_server: Any) -> None:
     ticks = asyncio.run(run_for_a_while())
     assert ticks >= 3 and sum(r.sent for r in reports) == 3
     assert len(smtp_server.messages) == 3
+
+
+# --- configuration errors stop the command before anything is sent ------------------------------
+
+
+def _schedule(tmp_path: Path, old: str, new: str) -> Path:
+    text = R1.read_text(encoding="utf-8")
+    assert old in text
+    path = tmp_path / "bad-round.toml"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+def _nothing_planned(capsys: pytest.CaptureFixture[str], db: str, smtp_server: Any) -> None:
+    code, _, err = cli(capsys, "status", "2015-r1", "--db", db)
+    assert code == 1 and "no round 2015-r1" in err
+    assert smtp_server.messages == []
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ('names = []                       # empty: no explicit list',
+     'names = ["火星市环保局"]', "unknown agency 火星市环保局"),
+    ("end = 2015-11-14", "end = 2015-10-30", "the window ends before it starts"),
+])
+def test_a_bad_schedule_stops_planning_with_one_line(
+        db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], smtp_server: Any,
+        old: str, new: str, message: str) -> None:
+    bad = _schedule(tmp_path, old, new)
+    code, out, err = cli(capsys, "plan", "--schedule", bad, "--save", "--db", db)
+    assert code == 1 and message in err and str(bad) in err, err
+    assert err.count("\n") == 1 and out == ""
+    _nothing_planned(capsys, db, smtp_server)
+
+
+def test_a_template_variable_never_set_stops_planning(
+        db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], smtp_server: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    home = tmp_path / "home"
+    for part in ("config", "templates", "schedules"):
+        shutil.copytree(ROOT / part, home / part)
+    template = home / "templates/probes/noise_night_1.txt.j2"
+    text = template.read_text(encoding="utf-8")
+    template.write_text(text.replace("{% endblock %}", "{{ never_set_anywhere }}{% endblock %}",
+                                     1), encoding="utf-8")
+    monkeypatch.setenv("MAILPROBE_HOME", str(home))
+    code, out, err = cli(capsys, "plan", "--schedule", home / "schedules/2015-round1.toml",
+                         "--save", "--db", db)
+    assert code == 1 and "never_set_anywhere" in err and "noise_night_1" in err, err
+    assert err.count("\n") == 1
+    _nothing_planned(capsys, db, smtp_server)
+
+
+def test_run_needs_every_password_before_it_starts(live: World, smtp_server: Any,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("MP_TEST_PW", raising=False)
+    code, _, err = cli(capsys, "run", "--db", live.store.url)
+    assert code == 1 and "no password for account c1" in err and err.count("\n") == 1
+    assert smtp_server.messages == []
+    with live.store.session(write=False) as s:
+        states = list(s.scalars(select(ProbeRow.state)))
+    assert states == [S.PLANNED] * 3
