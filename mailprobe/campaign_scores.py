@@ -159,9 +159,11 @@ def _timeliness_score(leaf: Leaf, agency: str, probes: Sequence[tuple[CampaignRo
     points = combine_points(method, [o.points for _, o in outcomes]) * scale
     parts = []
     for label, o in outcomes:
-        days = "未答复" if o.working_days is None else f"{o.working_days} 个工作日"
-        judged = "，答复被评为非详细有效" if o.probe_id in ineffective else ""
-        parts.append(f"{label} {o.probe_id} {days}{judged} → {o.points * scale:g} 分")
+        if o.probe_id in ineffective:
+            days = "答复被评为非详细有效，按未答复计"
+        else:
+            days = "未答复" if o.working_days is None else f"{o.working_days} 个工作日"
+        parts.append(f"{label} {o.probe_id} {days} → {o.points * scale:g} 分")
     combine = {"mean": "取平均", "worst": "取最低", "best": "取最高"}[method.combine.value]
     note = f"排队法{combine}：" + "；".join(parts)
     return DerivedScore(agency, leaf.key, round(min(points, leaf.probe.points), 6),
