@@ -268,7 +268,7 @@ def test_a_template_variable_never_set_stops_planning(
     template.write_text(text.replace("{% endblock %}", "{{ never_set_anywhere }}{% endblock %}",
                                      1), encoding="utf-8")
     monkeypatch.setenv("MAILPROBE_HOME", str(home))
-    code, out, err = cli(capsys, "plan", "--schedule", home / "schedules/2015-round1.toml",
+    code, _, err = cli(capsys, "plan", "--schedule", home / "schedules/2015-round1.toml",
                          "--save", "--db", db)
     assert code == 1 and "never_set_anywhere" in err and "noise_night_1" in err, err
     assert err.count("\n") == 1

@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "mailprobe.cli.review",
     "mailprobe.cli.responses",
     "mailprobe.cli.overrides",
+    "mailprobe.cli.demo",
 )
 
 

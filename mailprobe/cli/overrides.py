@@ -7,8 +7,7 @@ import click
 from mailprobe.cli import main
 from mailprobe.cli._output import text_table
 from mailprobe.cli.store import _db_option, _open
-from mailprobe.overrides import (OverrideRecord, add_override, list_overrides,
-                                 withdraw_override)
+from mailprobe.overrides import OverrideRecord, add_override, list_overrides, withdraw_override
 from mailprobe.rubric import load_rubric
 from mailprobe.tables import Column, Format, Table
 

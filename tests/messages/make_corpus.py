@@ -8,9 +8,11 @@ addresses: agencies are under *.gd.test, citizens under mail.test, hosts use 192
 from __future__ import annotations
 
 import base64
-import quopri
 from dataclasses import dataclass
 from pathlib import Path
+
+# The MIME building blocks are shared with the demo's simulated agencies.
+from mailprobe.demo_letters import b64, crlf, head, html_of, multipart, part, qp, text_part, word
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,59 +43,6 @@ class Sample:
     imitates: str
     expected: str
     raw: bytes
-
-
-def crlf(text: str) -> str:
-    return text.replace("\r\n", "\n").replace("\n", "\r\n")
-
-
-def b64(data: bytes) -> bytes:
-    return base64.encodebytes(data).replace(b"\n", b"\r\n")
-
-
-def qp(data: bytes) -> bytes:
-    return quopri.encodestring(data.replace(b"\r\n", b"\n")).replace(b"\n", b"\r\n")
-
-
-def word(text: str, charset: str, codec: str | None = None, enc: str = "B") -> str:
-    data = text.encode(codec or charset)
-    if enc == "B":
-        return f"=?{charset}?B?{base64.b64encode(data).decode()}?="
-    q = "".join(chr(b) if b < 128 and chr(b).isalnum() else f"={b:02X}" for b in data)
-    return f"=?{charset}?Q?{q}?="
-
-
-def head(*fields: tuple[str, str | bytes]) -> bytes:
-    out = b""
-    for name, value in fields:
-        raw = value if isinstance(value, bytes) else value.encode("ascii")
-        out += name.encode("ascii") + b": " + raw + b"\r\n"
-    return out
-
-
-def part(fields: bytes, body: bytes) -> bytes:
-    return fields + b"\r\n" + body
-
-
-def multipart(boundary: str, *parts: bytes, preamble: bytes = b"") -> bytes:
-    out = preamble
-    for p in parts:
-        out += b"--" + boundary.encode() + b"\r\n" + p.rstrip(b"\r\n") + b"\r\n"
-    return out + b"--" + boundary.encode() + b"--\r\n"
-
-
-def text_part(text: str, charset: str, cte: str, codec: str | None = None,
-              ctype: str = "text/plain") -> bytes:
-    data = crlf(text).encode(codec or charset)
-    body = b64(data) if cte == "base64" else qp(data) if cte == "quoted-printable" else data
-    return part(head(("Content-Type", f'{ctype}; charset="{charset}"'),
-                     ("Content-Transfer-Encoding", cte)), body)
-
-
-def html_of(text: str) -> str:
-    paras = "".join(f"<div>{line or '<br>'}</div>" for line in text.split("\n"))
-    return f"<html><head><meta charset=gbk><style>div{{font-size:14px}}</style></head>" \
-           f"<body>{paras}</body></html>"
 
 
 # --- the probes, as the agencies quote them ----------------------------------------------------
