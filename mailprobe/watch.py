@@ -7,16 +7,18 @@ import contextlib
 import logging
 import os
 import ssl
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import sys
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import timedelta
 from multiprocessing import get_context
 
-from mailprobe import mailstore
+from mailprobe import mailstore, parsing
 from mailprobe.clock import Clock
-from mailprobe.decode import MAX_BYTES, MAX_PARTS, parse_message
+from mailprobe.decode import MAX_BYTES, MAX_PARTS
 from mailprobe.directory import Account
 from mailprobe.errors import MailprobeError
 from mailprobe.imap import (
@@ -131,26 +133,18 @@ class SyncReport:
 def parse_outcome(message_id: int, raw: bytes, *, max_bytes: int = MAX_BYTES,
                   max_parts: int = MAX_PARTS) -> ParseOutcome:
     """Parse one stored message and say how it went; never raises."""
-    try:
-        parsed = parse_message(raw, max_bytes=max_bytes, max_parts=max_parts)
-    except Exception as exc:  # parse_message promises not to raise; the watcher must go on
-        return ParseOutcome(message_id, ParseStatus.FAILED,
-                            f"parser crashed: {type(exc).__name__}: {exc}"[:_MAX_ERROR])
-    notes = [*parsed.defects, *(f"truncated: {t}" for t in parsed.truncated)]
-    crashed = next((d for d in parsed.defects if d.startswith("parser failed")), None)
-    if crashed or not parsed.headers:
-        status, error = ParseStatus.FAILED, crashed or "no header fields: not a mail message"
-    elif notes:
-        status, error = ParseStatus.DEFECTS, "; ".join(notes)
-    else:
-        status, error = ParseStatus.OK, None
-    return ParseOutcome(message_id, status, error and error[:_MAX_ERROR],
-                        parsed.message_id or None, parsed.date_text or None)
+    return _as_outcome(parsing.outcome(message_id, raw, max_bytes=max_bytes,
+                                       max_parts=max_parts))
+
+
+def _as_outcome(found: parsing.Outcome) -> ParseOutcome:
+    message_id, status, error, header_message_id, header_date = found
+    return ParseOutcome(message_id, ParseStatus(status), error, header_message_id, header_date)
 
 
 def _parse_many(items: Sequence[tuple[int, bytes]], max_bytes: int,
                 max_parts: int) -> list[ParseOutcome]:
-    return [parse_outcome(i, raw, max_bytes=max_bytes, max_parts=max_parts) for i, raw in items]
+    return [_as_outcome(o) for o in parsing.parse_many(items, max_bytes, max_parts)]
 
 
 def _parse_pending(store: Store, clock: Clock, policy: WatchPolicy, limit: int = 500) -> int:
@@ -177,23 +171,51 @@ def shutdown_parsers() -> None:
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes for parsing, started once: parsing is CPU-bound, fetching is not."""
+    """Worker processes for parsing, started once: parsing is CPU-bound, fetching is not.
+
+    All of them start at once, each importing only ``mailprobe.parsing`` (the decoder),
+    not the program's main module, which spawn would otherwise run again in every worker
+    (the CLI's or a script's imports: the store, SQLAlchemy, pandas; a second or more).
+    """
     if workers not in _POOLS:
         # spawn, not fork: the watcher has threads (asyncio.to_thread) when it starts one
-        _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+        with _plain_main():
+            for _ in range(workers):  # the processes start on submit, here
+                pool.submit(parsing.ready)
+        _POOLS[workers] = pool
     return _POOLS[workers]
 
 
-class _Pipeline:
-    """Store each fetched batch, then parse it in worker processes while the next is fetched.
+@contextlib.contextmanager
+def _plain_main() -> Iterator[None]:
+    """While processes are spawned: a main module with no file, so they do not import it."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
-    Raw bytes are committed before they are parsed; parse results are recorded with the
-    next batch's commit (one durable commit per batch). The event loop's own work (fetch,
-    then store) is never run alongside a CPU-bound thread, whose hold on the GIL would
-    stall the socket reads. A batch is parsed here when every worker is busy and one more
-    batch waits for them, so at most ``parse_workers + 2`` batches are in memory and no
-    process waits for another.
+
+class _Pipeline:
+    """Fetch, store and parse overlap: batch N is committed while batch N+1 is fetched.
+
+    Stores run one at a time, in order, in a thread (SQLite and PostgreSQL release the GIL
+    while they write and wait for the disk), while the event loop fetches the next batch.
+    Batches that queue up behind a running store are committed together (one transaction
+    of at most ``_MAX_QUEUED`` batches): a slow disk means fewer, larger commits. Each
+    commit also moves the mailbox's ``last_uid`` to the last UID it holds, so progress is
+    never recorded before the messages up to it are durable; a failed store stops the
+    pipeline (nothing after it is stored) and its error surfaces from the next ``add`` or
+    from ``finish``. Raw bytes are committed before they are parsed: once committed, the
+    new messages go to the parsing processes; their results are recorded with the next
+    commit. The parsing processes get at most ``parse_workers + 1`` batches at a time (one
+    queued behind the running ones); beyond that the store waits, which in turn holds
+    back the fetch, so memory stays bounded.
     """
+
+    _MAX_QUEUED = 2  # fetched batches waiting for the store before the fetch waits too
 
     def __init__(self, store: Store, account: str, folder: str, uidvalidity: int,
                  clock: Clock, policy: WatchPolicy) -> None:
@@ -203,31 +225,74 @@ class _Pipeline:
         self.new: list[int] = []
         self.failed: list[int] = []
         self.duplicates = self.defects = self.truncated = 0
+        self._queue: list[tuple[Sequence[Fetched], int]] = []  # fetched, not stored yet
+        self._queued_bytes = 0
+        self._storing: asyncio.Task[None] | None = None
+        self._stored = asyncio.Event()  # set after each commit (or failure)
         self._ready: list[ParseOutcome] = []
         self._parsing: dict[asyncio.Future[list[ParseOutcome]], list[tuple[int, bytes]]] = {}
         self._orphans: list[tuple[int, bytes]] = []  # their parsing process died
 
     async def add(self, fetched: Sequence[Fetched], advance_to: int) -> None:
+        """Queue a fetched batch for storing; returns once the fetch may go on."""
+        self._raise_store_error()
+        self._queue.append((fetched, advance_to))
+        self._queued_bytes += sum(len(f.raw) for f in fetched)
+        if self._storing is None:
+            self._storing = asyncio.create_task(self._store_queued())
+        # The fetch runs at most one batch ahead of the store (more when batches are small).
+        while self._storing is not None and not self._storing.done() and (
+                len(self._queue) >= self._MAX_QUEUED
+                or self._queued_bytes >= self.policy.limits.batch_bytes):
+            self._stored.clear()
+            await self._stored.wait()
+        self._raise_store_error()
+
+    def _raise_store_error(self) -> None:
+        task = self._storing
+        if task is not None and task.done():
+            self._storing = None
+            task.result()  # a store error: re-raised here; the queue was not stored
+
+    async def _store_queued(self) -> None:
+        try:
+            while self._queue:
+                await self._store_some()
+                self._stored.set()
+        finally:
+            self._stored.set()
+
+    async def _store_some(self) -> None:
+        take, self._queue = self._queue[:self._MAX_QUEUED], self._queue[self._MAX_QUEUED:]
+        self._queued_bytes = sum(len(f.raw) for batch, _ in self._queue for f in batch)
+        fetched = [f for batch, _ in take for f in batch]
         outcomes = self._take()
-        stored = await asyncio.to_thread(
-            mailstore.store_fetched, self.store, self.account, self.folder, self.uidvalidity,
-            fetched, now=self.clock.now(), advance_to=advance_to, outcomes=outcomes)
+        try:
+            stored = await asyncio.to_thread(
+                mailstore.store_fetched, self.store, self.account, self.folder,
+                self.uidvalidity, fetched, now=self.clock.now(), advance_to=take[-1][1],
+                outcomes=outcomes)
+        except BaseException:
+            self._ready[:0] = outcomes  # not recorded: ``finish`` tries again
+            self._queue[:0] = take  # not stored (and never will be by this pipeline)
+            raise
         self._count(outcomes)
         self.new += [mid for mid, _ in stored.new]
         self.duplicates += stored.duplicates
         self.truncated += stored.truncated
         items = [(mid, fetched[i].raw) for mid, i in stored.new]
         p = self.policy
-        self._collect()
-        # To the workers while fewer than parse_workers + 1 batches are with them (one queued
-        # behind the running ones, so a worker never idles while this process fetches and
-        # stores), else here: the main process then shares the work.
-        if items and len(items) >= p.parse_pool_min and len(self._parsing) <= p.parse_workers:
-            self._parsing[asyncio.wrap_future(_pool(p.parse_workers).submit(
-                _parse_many, items, p.parse_bytes, p.parse_parts))] = items
-        else:
-            self._orphans += items
+        if len(items) < p.parse_pool_min:
+            self._orphans += items  # a few: parsed here, no process start-up
+            await self._parse_here()
+            return
+        # Back-pressure: one batch may wait behind those the parsing processes are on.
+        while len(self._parsing) > p.parse_workers:
+            await asyncio.wait(self._parsing, return_when=asyncio.FIRST_COMPLETED)
+            self._collect()
         await self._parse_here()
+        self._parsing[asyncio.wrap_future(_pool(p.parse_workers).submit(
+            _parse_many, items, p.parse_bytes, p.parse_parts))] = items
 
     async def _parse_here(self) -> None:
         orphans, self._orphans = self._orphans, []
@@ -259,14 +324,27 @@ class _Pipeline:
         self.defects += sum(o.status is ParseStatus.DEFECTS for o in outcomes)
 
     async def finish(self) -> None:
-        """Wait for the parsing still running and record the last results."""
-        if self._parsing:
-            await asyncio.wait(self._parsing)
-        self._collect()
-        await self._parse_here()
-        outcomes = self._take()
-        await asyncio.to_thread(mailstore.mark_parsed, self.store, outcomes, now=self.clock.now())
-        self._count(outcomes)
+        """Store what is queued, then record the parsing of all that was stored.
+
+        Raises the store's error, if a store failed: the folder's sync failed, and the
+        next one starts after the last batch committed. Whatever was committed is still
+        parsed and its results recorded.
+        """
+        try:
+            while self._storing is not None:
+                await asyncio.wait({self._storing})
+                self._raise_store_error()
+                if self._queue:  # queued after the task's last look
+                    self._storing = asyncio.create_task(self._store_queued())
+        finally:
+            if self._parsing:
+                await asyncio.wait(self._parsing)
+            self._collect()
+            await self._parse_here()
+            outcomes = self._take()
+            await asyncio.to_thread(mailstore.mark_parsed, self.store, outcomes,
+                                    now=self.clock.now())
+            self._count(outcomes)
 
 
 class _Lease:
@@ -314,6 +392,8 @@ async def _sync_folder(session: ImapSession, store: Store, account: Account, fol
     else:  # RFC 3501 requires UIDNEXT, but a missing one must not stop the sync
         top = (await session.last_uid() or 0) if selected.exists else 0
     pipe = _Pipeline(store, account.id, folder, selected.uidvalidity, clock, policy)
+    if top - opened.last_uid >= max(policy.parse_pool_min, 1):
+        _pool(policy.parse_workers)  # its processes start while the first batch is fetched
 
     def report(error: str | None = None) -> MailboxReport:
         spent = session.traffic - before
@@ -332,10 +412,15 @@ async def _sync_folder(session: ImapSession, store: Store, account: Account, fol
                     await lease.keep()
                 await pipe.add(fetched, max(batch.uids))
             first = last + 1
-    except Exception as exc:  # what was fetched is still stored and parsed
-        await pipe.finish()
+        await pipe.finish()  # a store error surfaces here at the latest
+    except Exception as exc:  # what was fetched before is still stored and parsed
+        try:
+            await pipe.finish()
+        except Exception as also:  # the store failed (again); the folder fails either way
+            if also is not exc:
+                log.warning("%s/%s: while finishing after %s: %s", account.id, folder,
+                            _error_text(exc), _error_text(also))
         raise _FolderFailed(report(_error_text(exc)), exc) from exc
-    await pipe.finish()
     await asyncio.to_thread(mailstore.advance, store, account.id, folder,
                             selected.uidvalidity, max(top, opened.last_uid), now=clock.now())
     return report()
