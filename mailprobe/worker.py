@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -16,9 +16,9 @@ from mailprobe.process import process_new
 from mailprobe.send import SendPolicy, TickReport, save_sent_copies, send_due
 from mailprobe.settings import token_secret
 from mailprobe.store import Store
-from mailprobe.watch import sync_mailboxes
+from mailprobe.watch import WatchPolicy, sync_mailboxes
 
-__all__ = ["Worker", "run_worker", "tick"]
+__all__ = ["Worker", "run_worker", "tick", "watch_tick"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ class Worker:
     passwords: Mapping[str, str] = field(repr=False)
     policy: SendPolicy = field(default_factory=SendPolicy)
     watch: bool = False  # also sync the personas' mailboxes and classify/match what came in
+    # How mailboxes are watched; its lease is how long a dead worker's mailboxes wait.
+    watch_policy: WatchPolicy = field(default_factory=WatchPolicy)
 
 
 async def tick(worker: Worker) -> TickReport:
@@ -55,6 +57,11 @@ async def tick(worker: Worker) -> TickReport:
     return report
 
 
+async def watch_tick(worker: Worker) -> TickReport:
+    """The watching half of a tick alone: sync the leased mailboxes, classify and match."""
+    return await _watch_and_process(worker, TickReport())
+
+
 async def _watch_and_process(w: Worker, report: TickReport) -> TickReport:
     """Sync the mailboxes this worker holds the lease of, then classify and match.
 
@@ -62,7 +69,8 @@ async def _watch_and_process(w: Worker, report: TickReport) -> TickReport:
     never stops the sending part of the next tick.
     """
     try:
-        synced = await sync_mailboxes(w.store, None, w.passwords, w.clock, w.worker_id)
+        synced = await sync_mailboxes(w.store, None, w.passwords, w.clock, w.worker_id,
+                                      policy=w.watch_policy)
         secret = await asyncio.to_thread(token_secret, w.store)
         processed = await asyncio.to_thread(process_new, w.store, secret, limit=1000,
                                             clock=w.clock)
@@ -80,8 +88,9 @@ class _Ticker:
     cancels a tick between DATA and recording the answer; ``drain`` waits for it instead.
     """
 
-    def __init__(self, worker: Worker, on_tick: Callable[[TickReport], None] | None) -> None:
-        self.worker, self.on_tick = worker, on_tick
+    def __init__(self, step: Callable[[], Awaitable[TickReport]],
+                 on_tick: Callable[[TickReport], None] | None) -> None:
+        self.step, self.on_tick = step, on_tick
         self.running: asyncio.Task[None] | None = None
         self.ticks = 0
 
@@ -91,7 +100,7 @@ class _Ticker:
 
     async def _run(self) -> None:
         try:
-            report = await tick(self.worker)
+            report = await self.step()
         except MailprobeError as exc:
             log.error("tick failed: %s", exc.one_line())
             return
@@ -112,23 +121,31 @@ async def run_worker(store: Store, clock: Clock, *, tick_seconds: float,
                      stop_event: asyncio.Event, worker_id: str, passwords: Mapping[str, str],
                      policy: SendPolicy | None = None,
                      on_tick: Callable[[TickReport], None] | None = None,
-                     watch: bool = False) -> int:
-    """Tick every ``tick_seconds`` (the first at once) until ``stop_event``; returns the ticks.
+                     watch: bool = False, watch_policy: WatchPolicy | None = None) -> int:
+    """Tick every ``tick_seconds`` (the first at once) until ``stop_event``; returns the
+    sending ticks.
 
     APScheduler only triggers: a missed tick is merged into the next (coalesce), and a
-    tick still running when the next is due is left to finish.
+    tick still running when the next is due is left to finish. Sending and watching tick
+    apart: a long send (thousands of probes due at once) never leaves the mailboxes this
+    worker could lease unwatched, nor lets their leases run out while it sends.
     """
-    worker = Worker(store, clock, worker_id, passwords, policy or SendPolicy(), watch=watch)
-    ticker = _Ticker(worker, on_tick)
+    worker = Worker(store, clock, worker_id, passwords, policy or SendPolicy(), watch=False,
+                    watch_policy=watch_policy or WatchPolicy())
+    tickers = {"tick": _Ticker(lambda: tick(worker), on_tick)}
+    if watch:
+        tickers["watch"] = _Ticker(lambda: watch_tick(worker), on_tick)
     scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
     # The trigger runs on wall time (SystemClock); what is due is asked with worker.clock.
-    scheduler.add_job(ticker.start, IntervalTrigger(seconds=tick_seconds), id="tick",
-                      max_instances=1, coalesce=True, misfire_grace_time=None,
-                      next_run_time=SystemClock().now())
+    for job, ticker in tickers.items():
+        scheduler.add_job(ticker.start, IntervalTrigger(seconds=tick_seconds), id=job,
+                          max_instances=1, coalesce=True, misfire_grace_time=None,
+                          next_run_time=SystemClock().now())
     scheduler.start()
     try:
         await stop_event.wait()
     finally:
         scheduler.shutdown(wait=False)
-        await ticker.drain()
-    return ticker.ticks
+        for ticker in tickers.values():
+            await ticker.drain()
+    return tickers["tick"].ticks

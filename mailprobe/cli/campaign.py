@@ -10,6 +10,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +35,7 @@ from mailprobe.send import (
 from mailprobe.settings import load_settings, token_secret
 from mailprobe.store import Store
 from mailprobe.tables import Cell, Column, Format, Table
+from mailprobe.watch import WatchPolicy
 from mailprobe.workdays import default_calendar
 from mailprobe.worker import Worker, run_worker, tick
 
@@ -228,12 +230,17 @@ def _echo_tick(report: TickReport) -> None:
               show_default=True, metavar="SECONDS", help="Time between two ticks.")
 @click.option("--watch/--no-watch", default=True, show_default=True,
               help="Also sync the personas' mailboxes and classify and match new mail.")
+@click.option("--mailbox-lease", type=click.FloatRange(min=0.1), default=300.0,
+              show_default=True, metavar="SECONDS",
+              help="How long a worker holds a mailbox it watches unless it renews the hold; "
+                   "a dead worker's mailboxes are taken over after this long.")
 @_send_options
 @_db_option
-def run_command(tick_seconds: float, watch: bool, worker_id: str | None, lease: float | None,
-                batch: int | None, sent_copies: bool, db_url: str | None) -> None:
-    """The long-running worker: every tick sends what is due, saves Sent copies, then syncs
-    the mailboxes and classifies and matches what came in.
+def run_command(tick_seconds: float, watch: bool, mailbox_lease: float, worker_id: str | None,
+                lease: float | None, batch: int | None, sent_copies: bool,
+                db_url: str | None) -> None:
+    """The long-running worker: every tick sends what is due and saves Sent copies; beside
+    it, on the same interval, it syncs the mailboxes and classifies and matches new mail.
 
     The database decides what is due, so a restart, a changed schedule or a second worker
     (PostgreSQL) never loses or repeats a probe. Ctrl-C stops after the current tick;
@@ -247,6 +254,8 @@ def run_command(tick_seconds: float, watch: bool, worker_id: str | None, lease: 
     _logging()
     with _open(db_url) as store:
         worker = _worker(store, db_url, worker_id, lease, batch, sent_copies, watch=watch)
+        worker = replace(worker, watch_policy=WatchPolicy(
+            lease=timedelta(seconds=mailbox_lease)))
         click.echo(f"worker {worker.worker_id} started on {_shown(store)}, a tick every "
                    f"{tick_seconds:g} s; Ctrl-C stops it")
         try:
@@ -273,7 +282,8 @@ async def _run_until_signal(worker: Worker, tick_seconds: float) -> int:
     return await run_worker(worker.store, worker.clock, tick_seconds=tick_seconds,
                             stop_event=stop, worker_id=worker.worker_id,
                             passwords=worker.passwords, policy=worker.policy,
-                            on_tick=_echo_tick, watch=worker.watch)
+                            on_tick=_echo_tick, watch=worker.watch,
+                            watch_policy=worker.watch_policy)
 
 
 @main.command("send")
