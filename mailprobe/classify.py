@@ -164,7 +164,7 @@ def _classify(msg: ParsedMessage, sent_ids: Collection[str] | None,
     reply = split_reply(msg.text)
     compact = _SPACE.sub("", reply.new_text)
     substance = _substance(compact)
-    sent = None if sent_ids is None else {_norm(i) for i in sent_ids}
+    sent = None if sent_ids is None else _normalized(sent_ids)
     minutes = _minutes_after(probe_sent_at, received_at)
     return (_bounce(msg, reply, substance, sent)
             or _automatic(msg, reply, substance, minutes)
@@ -178,6 +178,23 @@ def _found(cues: Sequence[tuple[str, re.Pattern[str]]], text: str) -> tuple[str,
 
 def _norm(message_id: str) -> str:
     return message_id.strip().strip("<>").strip().lower()
+
+
+# The last frozenset of sent Message-IDs normalised: a caller classifying many messages
+# passes the same one each time, and normalising a campaign's ids per message cost more
+# than the rest of the classification. Only a frozenset is remembered: it cannot change.
+_last_sent: tuple[frozenset[str], frozenset[str]] | None = None
+
+
+def _normalized(sent_ids: Collection[str]) -> frozenset[str]:
+    global _last_sent
+    last = _last_sent
+    if last is not None and last[0] is sent_ids:
+        return last[1]
+    normalized = frozenset(_norm(i) for i in sent_ids)
+    if isinstance(sent_ids, frozenset):
+        _last_sent = (sent_ids, normalized)
+    return normalized
 
 
 def _substance(compact: str) -> Substance:
@@ -208,7 +225,7 @@ def _minutes_after(sent: datetime | None, received: datetime | None) -> float | 
 
 
 def _bounce(msg: ParsedMessage, reply: ReplyText, substance: Substance,
-            sent: set[str] | None) -> Classification | None:
+            sent: frozenset[str] | None) -> Classification | None:
     failures = [s for s in msg.delivery_status if s.action in ("failed", "delayed")
                 or s.status[:1] in ("4", "5")]
     if msg.delivery_status and not failures:
@@ -282,7 +299,7 @@ def _text_recipients(msg: ParsedMessage) -> tuple[str, ...]:
     return tuple(dict.fromkeys(a.lower() for a in named))
 
 
-def _returns_ours(msg: ParsedMessage, sent: set[str] | None) -> tuple[bool, str]:
+def _returns_ours(msg: ParsedMessage, sent: frozenset[str] | None) -> tuple[bool, str]:
     """A bounce is believed only if it returns a message we sent (anyone can forge one)."""
     candidates = [r.message_id for r in msg.returned if r.message_id]
     candidates += [i for i in (msg.in_reply_to, *msg.references) if i]
@@ -357,7 +374,7 @@ def _automatic(msg: ParsedMessage, reply: ReplyText, substance: Substance,
 # --- (c) replies and (d) unrelated mail -------------------------------------------------------
 
 
-def _relation(msg: ParsedMessage, reply: ReplyText, sent: set[str] | None) -> str:
+def _relation(msg: ParsedMessage, reply: ReplyText, sent: frozenset[str] | None) -> str:
     """Why the message looks like an answer to something we wrote ("" when nothing does)."""
     threaded = [i for i in (msg.in_reply_to, *msg.references) if i]
     if sent is not None and any(_norm(i) in sent for i in threaded):
@@ -370,7 +387,7 @@ def _relation(msg: ParsedMessage, reply: ReplyText, sent: set[str] | None) -> st
 
 
 def _unrelated(msg: ParsedMessage, reply: ReplyText, substance: Substance,
-               sent: set[str] | None) -> Classification | None:
+               sent: frozenset[str] | None) -> Classification | None:
     if _relation(msg, reply, sent):
         return None  # whatever it looks like, it answers something we wrote
     auto = msg.automation

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import threading
+import time
+import weakref
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -13,9 +16,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
-from mailprobe import mailstore
+from mailprobe import mailstore, parsing
 from mailprobe.classify import Classification, MessageKind, Substance, classify
 from mailprobe.clock import Clock
 from mailprobe.decode import ParsedMessage, parse_message
@@ -53,6 +56,7 @@ __all__ = [
     "ProcessReport",
     "QueueItem",
     "assign",
+    "hand_over",
     "judge",
     "message_detail",
     "probe_timings",
@@ -64,11 +68,13 @@ __all__ = [
     "reprocess",
     "response_lines",
     "review_queue",
+    "sent_message_ids",
 ]
 
 # Any change to these modules may change a kind or a match, so their source is the version.
 _RULE_MODULES = ("mailprobe.charsets", "mailprobe.decode", "mailprobe.quotes",
-                 "mailprobe.classify", "mailprobe.match", "mailprobe.probe_details")
+                 "mailprobe.classify", "mailprobe.match", "mailprobe.probe_details",
+                 "mailprobe.parsing")
 _BATCH = 200  # messages per transaction: one commit per batch, a short write lock on SQLite
 _REPLY, _ACK, _BOUNCE = MessageKind.REPLY.value, MessageKind.ACKNOWLEDGEMENT.value, "bounce"
 # Kinds whose sender speaks for the agency: their addresses help match its later mail.
@@ -76,6 +82,10 @@ _FROM_AGENCY = (_REPLY, _ACK, MessageKind.AUTO_REPLY.value)
 # The send time is a cue only for automatic mail (a receipt minutes after the probe).
 _TIMED_KINDS = (MessageKind.ACKNOWLEDGEMENT, MessageKind.AUTO_REPLY)
 _MIN_EFFECTIVE_CHARS = 40  # shorter than two sentences: rarely an answer "in detail"
+# The columns of ``messages`` that processing reads and writes (not the raw bytes).
+_SAVED_COLUMNS = (MessageRow.id, MessageRow.classified_at, MessageRow.kind,
+                  MessageRow.bounce_type, MessageRow.evidence, MessageRow.new_text,
+                  MessageRow.rules_version)
 
 
 def _rules_version() -> str:
@@ -141,6 +151,7 @@ def _website_domain(url: str | None) -> list[str]:
 class _Context:
     index: ProbeIndex
     sent_ids: frozenset[str]
+    sent_normalized: frozenset[str] = frozenset()
 
 
 def _agency_addresses(s: Session) -> tuple[dict[int, set[str]], dict[int, set[str]]]:
@@ -180,7 +191,113 @@ def _load_context(store: Store, secret: bytes) -> _Context:
             p.message_id, p.token, fingerprints(p.details, p.body),
             tuple(sorted(addresses[p.agency_id])), tuple(sorted(domains[p.agency_id]))))
     sent_ids = frozenset(p.message_id for p in probes if p.message_id)
-    return _Context(ProbeIndex(probes, secret), sent_ids)
+    return _Context(ProbeIndex(probes, secret), sent_ids, parsing.normalized_ids(sent_ids))
+
+
+def sent_message_ids(store: Store) -> frozenset[str]:
+    """The Message-IDs of the probes sent: what classification trusts a bounce by."""
+    with store.session(write=False) as s:
+        return frozenset(i for i in s.scalars(select(ProbeRow.message_id)
+                                              .where(_sent_filter())) if i)
+
+
+# --- the handoff from the sync's parsing to processing ----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Handed:
+    facts: parsing.Facts
+    sent_normalized: frozenset[str]  # the sent Message-IDs it was classified with
+    at: float  # time.monotonic() when handed over
+
+
+class _Handoff:
+    """Facts computed by the sync's parsing processes, waiting for ``process_new``: bounded.
+
+    Only an optimisation: a message without facts here (never handed over, over the bound,
+    a restart, another worker) is parsed again from its raw bytes, with the same result.
+    """
+
+    MAX_MESSAGES = 25_000
+    MAX_CHARS = 50_000_000  # text held, about 100 MB; beyond it, messages are not kept
+    MAX_AGE = 15 * 60.0  # seconds: a process that only watches never takes them
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting: dict[int, _Handed] = {}
+        self.chars = 0
+
+    def put(self, items: Iterable[tuple[int, parsing.Facts]],
+            sent_normalized: frozenset[str]) -> None:
+        now = time.monotonic()
+        with self.lock:
+            while self.waiting:  # oldest first (insertion order): expired ones go
+                first = next(iter(self.waiting))
+                if now - self.waiting[first].at < self.MAX_AGE:
+                    break
+                self.chars -= _chars(self.waiting.pop(first).facts)
+            for message_id, f in items:
+                size = _chars(f)
+                if len(self.waiting) >= self.MAX_MESSAGES or self.chars + size > self.MAX_CHARS:
+                    return  # the oldest are kept: processing takes the oldest first
+                old = self.waiting.get(message_id)
+                if old is not None:
+                    self.chars -= _chars(old.facts)
+                self.waiting[message_id] = _Handed(f, sent_normalized, now)
+                self.chars += size
+
+    def take(self, message_id: int, ctx: _Context) -> parsing.Facts | None:
+        """The message's facts if they hold for ``ctx``'s sent Message-IDs."""
+        with self.lock:
+            found = self.waiting.pop(message_id, None)
+            if found is None:
+                return None
+            self.chars -= _chars(found.facts)
+        sent = found.sent_normalized
+        if sent is ctx.sent_normalized or sent == ctx.sent_normalized or all(
+                (i in sent) == (i in ctx.sent_normalized) for i in found.facts.referred):
+            return found.facts
+        return None
+
+    def drop_through(self, message_id: int) -> None:
+        """Forget every message up to ``message_id``: processed, by this call or another."""
+        with self.lock:
+            for i in [i for i in self.waiting if i <= message_id]:
+                self.chars -= _chars(self.waiting.pop(i).facts)
+
+
+def _chars(f: parsing.Facts) -> int:
+    return len(f.new_text) + len(f.quoted_text) + len(f.full_text)
+
+
+_HANDOFFS: weakref.WeakKeyDictionary[Store, _Handoff] = weakref.WeakKeyDictionary()
+_HANDOFFS_LOCK = threading.Lock()
+
+
+def _handoff(store: Store) -> _Handoff:
+    with _HANDOFFS_LOCK:
+        found = _HANDOFFS.get(store)
+        if found is None:
+            found = _HANDOFFS[store] = _Handoff()
+        return found
+
+
+def hand_over(store: Store, items: Iterable[tuple[int, parsing.Facts]],
+              sent_ids: frozenset[str], version: str) -> None:
+    """Keep facts the sync's parsing computed for stored messages, for ``process_new``.
+
+    ``sent_ids``: the sent Message-IDs they were classified with; ``version``: the code
+    version (``parsing.code_version``) of the process that computed them, ignored unless it
+    is this process's.
+    """
+    if version == parsing.code_version():
+        _handoff(store).put(items, parsing.normalized_ids(sent_ids))
+
+
+def _forget_handed(store: Store) -> None:
+    """Drop every message's handed-over facts (for tests and benchmarks)."""
+    with _HANDOFFS_LOCK:
+        _HANDOFFS.pop(store, None)
 
 
 # --- one message through classification and matching ------------------------------------------
@@ -193,6 +310,7 @@ class _Stored:
     received_at: datetime
     raw: bytes
     parse_error: str | None  # set when the message could not be parsed at all
+    facts: parsing.Facts | None = None  # handed over by the sync: no need to parse again
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,36 +322,37 @@ class _Examined:
     result: MatchResult
 
 
-def _incoming(m: _Stored, parsed: ParsedMessage, c: Classification,
-              kind: str) -> IncomingMessage:
-    delivered = [v for n, v in parsed.headers if n.lower() in ("delivered-to", "x-original-to")]
+def _incoming(m: _Stored, f: parsing.Facts, c: Classification, kind: str) -> IncomingMessage:
     return IncomingMessage(
         key=str(m.id), account=m.account, received_at=m.received_at,
-        from_address=parsed.from_[0].addr if parsed.from_ else "",
-        to_addresses=(*(a.addr for a in (*parsed.to, *parsed.cc)), *delivered),
-        subject=parsed.subject, in_reply_to=parsed.in_reply_to, references=parsed.references,
-        new_text=c.new_text, quoted_text=c.quoted_text, full_text=parsed.text, kind=kind,
-        returned_message_ids=tuple(r.message_id for r in parsed.returned if r.message_id),
-        returned_recipients=c.failed_recipients, message_id=parsed.message_id)
+        from_address=f.from_address, to_addresses=f.to_addresses, subject=f.subject,
+        in_reply_to=f.in_reply_to, references=f.references, new_text=c.new_text,
+        quoted_text=c.quoted_text, full_text=f.full_text, kind=kind,
+        returned_message_ids=f.returned_message_ids, returned_recipients=c.failed_recipients,
+        message_id=f.message_id)
 
 
 def _examine(ctx: _Context, m: _Stored, human_kind: str | None) -> _Examined:
-    parsed = parse_message(m.raw)
-    c = classify(parsed, sent_message_ids=ctx.sent_ids, received_at=m.received_at)
-    incoming = _incoming(m, parsed, c, human_kind or c.kind.value)
+    parsed: ParsedMessage | None = None
+    f = m.facts
+    if f is None:  # nothing handed over: parsed here, exactly as the parsing processes do
+        parsed = parse_message(m.raw)
+        f = parsing.facts(parsed, ctx.sent_ids)
+    c = parsing.classification(f)
+    incoming = _incoming(m, f, c, human_kind or c.kind.value)
     result = ctx.index.match(incoming)
     if result.probe_id is not None and c.kind in _TIMED_KINDS:
         # Only now is the probe known, and with it the send time that dates a receipt.
         sent_at = ctx.index.by_id[result.probe_id].sent_at
-        c = classify(parsed, sent_message_ids=ctx.sent_ids, probe_sent_at=sent_at,
-                     received_at=m.received_at)
+        c = classify(parsed or parse_message(m.raw), sent_message_ids=ctx.sent_ids,
+                     probe_sent_at=sent_at, received_at=m.received_at)
         if not human_kind and c.kind.value != incoming.kind:
             result = ctx.index.match(replace(incoming, kind=c.kind.value))
     if m.parse_error is not None:
         result = replace(result, probe_id=None, needs_review=True,
                          evidence=f"could not be parsed ({m.parse_error}); {result.evidence}")
     sender = incoming.from_address.lower()
-    return _Examined(m, sender, parsed.subject, c, result)
+    return _Examined(m, sender, f.subject, c, result)
 
 
 # --- storing results --------------------------------------------------------------------------
@@ -272,15 +391,14 @@ def _guess_json(result: MatchResult) -> list[dict[str, Any]]:
              "reasons": list(g.reasons)} for g in result.guesses]
 
 
-def _save(s: Session, ex: _Examined, now: datetime, tally: _Tally) -> set[str]:
+def _save(s: Session, ex: _Examined, row: MessageRow, match: MatchRow | None, now: datetime,
+          tally: _Tally) -> set[str]:
     """Write one message's classification and match; returns the probes it was and is on."""
     c, r = ex.classification, ex.result
     attached = r.probe_id if r.is_attached else None
-    row = s.get_one(MessageRow, ex.stored.id)
     row.kind, row.bounce_type = c.kind.value, c.bounce_type.value if c.bounce_type else None
     row.evidence, row.new_text = list(c.evidence), c.new_text
     row.classified_at, row.rules_version = now, RULES_VERSION
-    match = s.get(MatchRow, ex.stored.id)
     if match is None:
         match = MatchRow(message_id=ex.stored.id, decided_by=Decider.MACHINE, decided_at=now,
                          probe_id=None, needs_review=False)
@@ -344,16 +462,20 @@ def _run(store: Store, ctx: _Context, batch: Sequence[_Stored], now: datetime,
     # Parsing and classifying happen outside the write transaction: the lock stays short.
     kinds = _human_kinds(store, [m.id for m in batch])
     examined = [_examine(ctx, m, kinds.get(m.id)) for m in batch]
+    ids = [m.id for m in batch]
     with store.session() as s:
         # Locked, then checked: another worker may have processed the batch meanwhile.
-        done = {i for i, at in s.execute(
-            select(MessageRow.id, MessageRow.classified_at)
-            .where(MessageRow.id.in_([m.id for m in batch])).with_for_update())
-            if at is not None and only_new}
+        # The rows are read in one query each (not one per message), and not their raw bytes.
+        rows = {r.id: r for r in s.scalars(
+            select(MessageRow).where(MessageRow.id.in_(ids))
+            .options(load_only(*_SAVED_COLUMNS)).with_for_update())}
+        matches = {r.message_id: r for r in s.scalars(
+            select(MatchRow).where(MatchRow.message_id.in_(ids)))}
         touched: set[str] = set()
         for ex in examined:
-            if ex.stored.id not in done:
-                touched |= _save(s, ex, now, tally)
+            row = rows[ex.stored.id]
+            if not (only_new and row.classified_at is not None):
+                touched |= _save(s, ex, row, matches.get(ex.stored.id), now, tally)
         _refresh_judgements(s, touched, now)
 
 
@@ -362,26 +484,38 @@ def _report(tally: _Tally) -> ProcessReport:
                          tally.queued, tally.unmatched, tally.kept_human, RULES_VERSION)
 
 
+def _newest_message_id(store: Store) -> int:
+    with store.session(write=False) as s:
+        return int(s.scalar(select(func.max(MessageRow.id))) or 0)
+
+
 def process_new(store: Store, secret: bytes, *, limit: int = 1000,
                 clock: Clock) -> ProcessReport:
     """Classify and match parsed messages not processed yet, oldest first, at most ``limit``.
 
     Each message gets its kind and evidence (``messages``) and one ``matches`` row; what no
     rule attaches with confidence is queued for review with ranked guesses. Running it again
-    finds nothing new to do. Probes are read once per call, so addresses learned from this
-    call's replies help from the next call on.
+    finds nothing new to do. Probes are read again whenever a batch holds a message stored
+    after they were last read: with several workers, another one may have sent a probe and
+    stored its reply while this call ran. Addresses learned from this call's replies help
+    from the next call on.
     """
     tally, after, ctx = _Tally(), 0, None
+    known_upto = -1  # the newest message id stored before the probes were last read
     while (left := limit - sum(tally.kinds.values())) > 0:
         found = mailstore.unprocessed(store, min(_BATCH, left), after_id=after)
         if not found:
             break
-        ctx = ctx or _load_context(store, secret)
+        if ctx is None or found[-1].id > known_upto:
+            known_upto = _newest_message_id(store)
+            ctx = _load_context(store, secret)
+        handoff = _handoff(store)
         batch = [_Stored(m.id, m.account, m.internaldate, m.raw,
                          (m.parse_error or "failed") if m.parse_status is ParseStatus.FAILED
-                         else None) for m in found]
+                         else None, handoff.take(m.id, ctx)) for m in found]
         _run(store, ctx, batch, clock.now(), tally, only_new=True)
         after = found[-1].id
+        handoff.drop_through(after)
     return _report(tally)
 
 

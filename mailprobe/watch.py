@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from multiprocessing import get_context
 
-from mailprobe import mailstore, parsing
+from mailprobe import mailstore, parsing, process
 from mailprobe.clock import Clock
 from mailprobe.decode import MAX_BYTES, MAX_PARTS
 from mailprobe.directory import Account
@@ -144,7 +144,10 @@ def _as_outcome(found: parsing.Outcome) -> ParseOutcome:
 
 def _parse_many(items: Sequence[tuple[int, bytes]], max_bytes: int,
                 max_parts: int) -> list[ParseOutcome]:
-    return [_as_outcome(o) for o in parsing.parse_many(items, max_bytes, max_parts)]
+    return [_as_outcome(o) for o, _ in parsing.parse_many(items, max_bytes, max_parts)[1]]
+
+
+_Parsed = tuple[str, list[tuple[parsing.Outcome, parsing.Facts | None]]]  # parsing.parse_many
 
 
 def _parse_pending(store: Store, clock: Clock, policy: WatchPolicy, limit: int = 500) -> int:
@@ -173,9 +176,10 @@ def shutdown_parsers() -> None:
 def _pool(workers: int) -> ProcessPoolExecutor:
     """Worker processes for parsing, started once: parsing is CPU-bound, fetching is not.
 
-    All of them start at once, each importing only ``mailprobe.parsing`` (the decoder),
-    not the program's main module, which spawn would otherwise run again in every worker
-    (the CLI's or a script's imports: the store, SQLAlchemy, pandas; a second or more).
+    All of them start at once, each importing only ``mailprobe.parsing`` (the decoder and
+    the classifier), not the program's main module, which spawn would otherwise run again
+    in every worker (the CLI's or a script's imports: the store, SQLAlchemy, pandas; a
+    second or more).
     """
     if workers not in _POOLS:
         # spawn, not fork: the watcher has threads (asyncio.to_thread) when it starts one
@@ -218,10 +222,14 @@ class _Pipeline:
     _MAX_QUEUED = 2  # fetched batches waiting for the store before the fetch waits too
 
     def __init__(self, store: Store, account: str, folder: str, uidvalidity: int,
-                 clock: Clock, policy: WatchPolicy) -> None:
+                 clock: Clock, policy: WatchPolicy,
+                 sent_ids: frozenset[str] | None = None) -> None:
         self.store, self.account, self.folder, self.uidvalidity = (
             store, account, folder, uidvalidity)
         self.clock, self.policy = clock, policy
+        # The sent Message-IDs: given them, the parsing also classifies and hands the facts
+        # over to processing (``process.hand_over``), which then need not parse again.
+        self.sent_ids = sent_ids
         self.new: list[int] = []
         self.failed: list[int] = []
         self.duplicates = self.defects = self.truncated = 0
@@ -230,7 +238,7 @@ class _Pipeline:
         self._storing: asyncio.Task[None] | None = None
         self._stored = asyncio.Event()  # set after each commit (or failure)
         self._ready: list[ParseOutcome] = []
-        self._parsing: dict[asyncio.Future[list[ParseOutcome]], list[tuple[int, bytes]]] = {}
+        self._parsing: dict[asyncio.Future[_Parsed], list[tuple[int, bytes]]] = {}
         self._orphans: list[tuple[int, bytes]] = []  # their parsing process died
 
     async def add(self, fetched: Sequence[Fetched], advance_to: int) -> None:
@@ -292,20 +300,30 @@ class _Pipeline:
             self._collect()
         await self._parse_here()
         self._parsing[asyncio.wrap_future(_pool(p.parse_workers).submit(
-            _parse_many, items, p.parse_bytes, p.parse_parts))] = items
+            parsing.parse_many, items, p.parse_bytes, p.parse_parts, self.sent_ids))] = items
 
     async def _parse_here(self) -> None:
         orphans, self._orphans = self._orphans, []
         if orphans:
             p = self.policy
-            self._ready += await asyncio.to_thread(_parse_many, orphans, p.parse_bytes,
-                                                   p.parse_parts)
+            self._done(await asyncio.to_thread(parsing.parse_many, orphans, p.parse_bytes,
+                                               p.parse_parts, self.sent_ids))
+
+    def _done(self, parsed: _Parsed) -> None:
+        version, results = parsed
+        self._ready += [_as_outcome(o) for o, _ in results]
+        if self.sent_ids is not None:
+            try:
+                process.hand_over(self.store, [(o[0], f) for o, f in results if f is not None],
+                                  self.sent_ids, version)
+            except Exception:  # only saves a second parse: processing parses them instead
+                log.exception("handing parsed messages over to processing failed")
 
     def _collect(self) -> None:
         for future in [f for f in self._parsing if f.done()]:
             items = self._parsing.pop(future)
             try:
-                self._ready += future.result()
+                self._done(future.result())
             except BrokenProcessPool:  # a worker died (out of memory?): parse them here
                 broken = _POOLS.pop(self.policy.parse_workers, None)
                 if broken is not None:
@@ -391,7 +409,8 @@ async def _sync_folder(session: ImapSession, store: Store, account: Account, fol
         top = selected.uidnext - 1
     else:  # RFC 3501 requires UIDNEXT, but a missing one must not stop the sync
         top = (await session.last_uid() or 0) if selected.exists else 0
-    pipe = _Pipeline(store, account.id, folder, selected.uidvalidity, clock, policy)
+    sent = await asyncio.to_thread(process.sent_message_ids, store)
+    pipe = _Pipeline(store, account.id, folder, selected.uidvalidity, clock, policy, sent)
     if top - opened.last_uid >= max(policy.parse_pool_min, 1):
         _pool(policy.parse_workers)  # its processes start while the first batch is fetched
 
