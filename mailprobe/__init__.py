@@ -6,6 +6,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from mailprobe.campaign_report import write_campaign_report
+    from mailprobe.campaign_scores import campaign_scores
     from mailprobe.classify import Classification, MessageKind, classify
     from mailprobe.clock import Clock, ManualClock, SystemClock
     from mailprobe.compose import ComposedProbe, TemplateSet, compose
@@ -62,6 +64,7 @@ __all__ = [
     "SystemClock",
     "TemplateSet",
     "WorkCalendar",
+    "campaign_scores",
     "classify",
     "competition_rank",
     "compose",
@@ -81,6 +84,7 @@ __all__ = [
     "score_sheets",
     "statistics",
     "timeliness_points",
+    "write_campaign_report",
 ]
 
 # Loaded on first use (PEP 562), so that importing one stage, say a pure one, does not
@@ -116,6 +120,7 @@ _WHERE = {
     "SystemClock": "mailprobe.clock",
     "TemplateSet": "mailprobe.compose",
     "WorkCalendar": "mailprobe.workdays",
+    "campaign_scores": "mailprobe.campaign_scores",
     "classify": "mailprobe.classify",
     "competition_rank": "mailprobe.rank",
     "compose": "mailprobe.compose",
@@ -135,6 +140,7 @@ _WHERE = {
     "score_sheets": "mailprobe.score",
     "statistics": "mailprobe.rank",
     "timeliness_points": "mailprobe.timeliness",
+    "write_campaign_report": "mailprobe.campaign_report",
 }
 
 

@@ -1,7 +1,7 @@
 """The campaign meets the indicator engine: probe results from the database + score sheets.
 
 The edge between the store and the pure stages: it reads each round's report lines
-(``process.response_lines``) and the evaluators' overrides, turns the lines into the
+(``round_facts.response_lines``) and the evaluators' overrides, turns the lines into the
 probe-derived leaves' points (``campaign_scores``), ranks with the sheets
 (``engine.evaluate``) and writes one report: rankings, every statistic table and the
 response-time report of each round.
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mailprobe import process
+from mailprobe import round_facts
 from mailprobe.campaign_scores import CampaignRound, campaign_scores
 from mailprobe.engine import Evaluation, evaluate
 from mailprobe.overrides import active_overrides
@@ -58,7 +58,7 @@ def load_rounds(store: Store, round_ids: Sequence[str], *,
     end = as_of or store.clock.now()
     out = []
     for round_id in round_ids:
-        name, lines, pending = process.response_lines(store, round_id, round_end=end)
+        name, lines, pending = round_facts.response_lines(store, round_id, round_end=end)
         out.append(LoadedRound(CampaignRound(round_id, name, tuple(lines)), pending))
     return tuple(out)
 

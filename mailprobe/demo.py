@@ -44,7 +44,7 @@ from mailprobe.errors import InputError, MailprobeError
 from mailprobe.models import ChannelRow, ProbeRecord, ProbeRow, ProbeState
 from mailprobe.models_review import MatchRow
 from mailprobe.paths import config_dir, samples_dir, schedules_dir
-from mailprobe.process import response_lines
+from mailprobe.round_facts import response_lines
 from mailprobe.send import SendPolicy, load_passwords
 from mailprobe.settings import token_secret
 from mailprobe.store import Store

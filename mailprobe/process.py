@@ -1,4 +1,4 @@
-"""Classify and match stored messages, keep the review queue, and record what evaluators decide."""
+"""Classify and match stored messages: each gets its kind, evidence and match (or a review)."""
 
 from __future__ import annotations
 
@@ -22,52 +22,32 @@ from mailprobe import mailstore, parsing
 from mailprobe.classify import Classification, MessageKind, Substance, classify
 from mailprobe.clock import Clock
 from mailprobe.decode import ParsedMessage, parse_message
-from mailprobe.directory import ChannelKind
-from mailprobe.errors import InputError
 from mailprobe.match import (
-    Attached,
-    FirstReplies,
     IncomingMessage,
     MatchResult,
     ProbeIndex,
     SentProbe,
 )
-from mailprobe.models import AgencyRow, ChannelRow, PersonaRow, ProbeRow, ProbeState, RoundRow
-from mailprobe.models_mail import LocationRow, MessageRow, ParseStatus
-from mailprobe.models_review import Decider, JudgementRow, ManualReplyRow, MatchRow, ReplyRoute
+from mailprobe.models import AgencyRow, ChannelRow, PersonaRow, ProbeRow, ProbeState
+from mailprobe.models_mail import MessageRow, ParseStatus
+from mailprobe.models_review import Decider, JudgementRow, MatchRow
 from mailprobe.probe_details import fingerprints
 from mailprobe.response_report import (
-    ROUTE_LABELS,
-    ManualReply,
-    MatchedMessage,
-    ProbeLine,
-    SentRecord,
-    first_responses,
     probe_timings,
 )
 from mailprobe.store import Store
-from mailprobe.timeliness import ProbeTiming
-from mailprobe.workdays import When
 
 __all__ = [
     "RULES_VERSION",
-    "Guess",
-    "MessageDetail",
     "ProcessReport",
-    "QueueItem",
-    "assign",
+    "effective_kind",
     "hand_over",
-    "judge",
-    "message_detail",
     "probe_timings",
     "process_new",
     "propose_effective",
-    "reclassify",
-    "record_manual_reply",
-    "reject",
+    "refresh_judgements",
     "reprocess",
-    "response_lines",
-    "review_queue",
+    "sent_at",
     "sent_message_ids",
 ]
 
@@ -132,13 +112,13 @@ def _sent_filter() -> ColumnElement[bool]:
                and_(ProbeRow.state == ProbeState.UNCERTAIN, ProbeRow.sending_at.is_not(None)))
 
 
-def _sent_at(row: ProbeRow) -> datetime | None:
+def sent_at(row: ProbeRow) -> datetime | None:
     if row.accepted_at or row.submitted_at:
         return row.accepted_at or row.submitted_at
     return row.sending_at if row.state is ProbeState.UNCERTAIN else None
 
 
-def _effective_kind() -> ColumnElement[str]:
+def effective_kind() -> ColumnElement[str]:
     return func.coalesce(MatchRow.human_kind, MessageRow.kind)
 
 
@@ -167,7 +147,7 @@ def _agency_addresses(s: Session) -> tuple[dict[int, set[str]], dict[int, set[st
     learned = (select(ProbeRow.agency_id, MatchRow.from_address).distinct()
                .join(ProbeRow, ProbeRow.probe_id == MatchRow.probe_id)
                .join(MessageRow, MessageRow.id == MatchRow.message_id)
-               .where(_effective_kind().in_(_FROM_AGENCY), MatchRow.from_address != ""))
+               .where(effective_kind().in_(_FROM_AGENCY), MatchRow.from_address != ""))
     for agency, address in s.execute(learned):
         addresses[agency].add(address.lower())
     return addresses, domains
@@ -184,10 +164,10 @@ def _load_context(store: Store, secret: bytes) -> _Context:
             .where(_sent_filter())).all()
     probes = []
     for p, agency, address, account in rows:
-        sent_at = _sent_at(p)
-        assert sent_at is not None  # the filter above
+        when = sent_at(p)
+        assert when is not None  # the filter above
         probes.append(SentProbe(
-            p.probe_id, p.round_id, agency, p.persona_id, account, address, sent_at,
+            p.probe_id, p.round_id, agency, p.persona_id, account, address, when,
             p.message_id, p.token, fingerprints(p.details, p.body),
             tuple(sorted(addresses[p.agency_id])), tuple(sorted(domains[p.agency_id]))))
     sent_ids = frozenset(p.message_id for p in probes if p.message_id)
@@ -420,7 +400,7 @@ def _save(s: Session, ex: _Examined, row: MessageRow, match: MatchRow | None, no
     return {p for p in (before, match.probe_id) if p is not None}
 
 
-def _refresh_judgements(s: Session, probe_ids: Iterable[str], now: datetime) -> None:
+def refresh_judgements(s: Session, probe_ids: Iterable[str], now: datetime) -> None:
     """Re-propose 答复内容详细有效 from each probe's first reply; decisions are left alone."""
     ids = sorted(set(probe_ids))
     if not ids:
@@ -430,7 +410,7 @@ def _refresh_judgements(s: Session, probe_ids: Iterable[str], now: datetime) -> 
     for pid, mid, substance in s.execute(
             select(MatchRow.probe_id, MatchRow.message_id, MatchRow.substance)
             .join(MessageRow, MessageRow.id == MatchRow.message_id)
-            .where(MatchRow.probe_id.in_(ids), _effective_kind() == _REPLY)
+            .where(MatchRow.probe_id.in_(ids), effective_kind() == _REPLY)
             .order_by(MessageRow.internaldate, MessageRow.id)):
         firsts.setdefault(pid, (mid, substance))
     rows = {r.probe_id: r for r in s.scalars(select(JudgementRow)
@@ -476,7 +456,7 @@ def _run(store: Store, ctx: _Context, batch: Sequence[_Stored], now: datetime,
             row = rows[ex.stored.id]
             if not (only_new and row.classified_at is not None):
                 touched |= _save(s, ex, row, matches.get(ex.stored.id), now, tally)
-        _refresh_judgements(s, touched, now)
+        refresh_judgements(s, touched, now)
 
 
 def _report(tally: _Tally) -> ProcessReport:
@@ -545,328 +525,3 @@ def reprocess(store: Store, secret: bytes, message_ids: Sequence[int] | None = N
         assert ctx is not None
         _run(store, ctx, batch, clock.now(), tally, only_new=False)
     return _report(tally)
-
-
-# --- the review queue -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Guess:
-    """A ranked candidate probe of a queued message, with its round and agency."""
-
-    probe_id: str
-    score: float
-    rule: str
-    reasons: tuple[str, ...]
-    round: str
-    agency: str
-
-
-@dataclass(frozen=True)
-class QueueItem:
-    message_id: int
-    account: str
-    received_at: datetime
-    sender: str
-    subject: str
-    kind: str  # an evaluator's re-classification, else the classifier's
-    evidence: str
-    guesses: tuple[Guess, ...]
-
-
-@dataclass(frozen=True)
-class MessageDetail:
-    """A stored message as a reviewer sees it; ``match`` holds both views (None: unprocessed)."""
-
-    message_id: int
-    account: str
-    folders: tuple[str, ...]
-    received_at: datetime
-    headers: tuple[tuple[str, str], ...]
-    parse_status: str
-    parse_error: str | None
-    kind: str | None
-    bounce_type: str | None
-    evidence: tuple[str, ...]
-    new_text: str
-    match: MatchRow | None
-    guesses: tuple[Guess, ...]
-
-
-def _guesses(s: Session, rows: Sequence[MatchRow]) -> dict[int, tuple[Guess, ...]]:
-    ids = {g["probe_id"] for m in rows for g in m.guesses}
-    known = {pid: (rnd, agency) for pid, rnd, agency in s.execute(
-        select(ProbeRow.probe_id, ProbeRow.round_id, AgencyRow.name)
-        .join(AgencyRow, AgencyRow.id == ProbeRow.agency_id)
-        .where(ProbeRow.probe_id.in_(ids)))} if ids else {}
-    return {m.message_id: tuple(
-        Guess(g["probe_id"], float(g["score"]), g["rule"], tuple(g["reasons"]),
-              *known.get(g["probe_id"], ("", ""))) for g in m.guesses) for m in rows}
-
-
-def review_queue(store: Store, round_id: str | None = None) -> list[QueueItem]:
-    """Messages waiting for an evaluator, oldest first; with ``round_id``, those with a guess
-    in that round (a message without any guess is listed only without a round)."""
-    with store.session(write=False) as s:
-        rows = s.execute(select(MatchRow, MessageRow.account_id, MessageRow.internaldate,
-                                _effective_kind())
-                         .join(MessageRow, MessageRow.id == MatchRow.message_id)
-                         .where(MatchRow.needs_review.is_(True))
-                         .order_by(MessageRow.internaldate, MessageRow.id)).all()
-        guesses = _guesses(s, [m for m, *_ in rows])
-    items = [QueueItem(m.message_id, account, at, m.from_address, m.subject, kind or "",
-                       m.evidence, guesses[m.message_id]) for m, account, at, kind in rows]
-    return [i for i in items if round_id is None or any(g.round == round_id for g in i.guesses)]
-
-
-def _header_lines(parsed: ParsedMessage) -> tuple[tuple[str, str], ...]:
-    def people(addresses: Sequence[Any]) -> str:
-        return ", ".join(f"{a.name} <{a.addr}>" if a.name else a.addr for a in addresses)
-    lines = (("From", people(parsed.from_)), ("To", people(parsed.to)), ("Cc", people(parsed.cc)),
-             ("Subject", parsed.subject), ("Date", parsed.date_text),
-             ("Message-ID", parsed.message_id), ("In-Reply-To", parsed.in_reply_to),
-             ("References", " ".join(parsed.references)))
-    return tuple((k, v) for k, v in lines if v)
-
-
-def message_detail(store: Store, message_id: int) -> MessageDetail:
-    """Headers, texts, the classifier's evidence and both views of the match of one message."""
-    with store.session(write=False) as s:
-        row = _message(s, message_id)
-        folders = tuple(sorted(set(s.scalars(select(LocationRow.folder)
-                                             .where(LocationRow.message_id == message_id)))))
-        match = s.get(MatchRow, message_id)
-        guesses = _guesses(s, [match])[message_id] if match else ()
-    parsed = parse_message(row.raw)
-    return MessageDetail(row.id, row.account_id, folders, row.internaldate, _header_lines(parsed),
-                         row.parse_status.value, row.parse_error, row.kind, row.bounce_type,
-                         tuple(row.evidence or ()), row.new_text or "", match, guesses)
-
-
-# --- evaluators' decisions --------------------------------------------------------------------
-
-
-def _message(s: Session, message_id: int) -> MessageRow:
-    row = s.get(MessageRow, message_id)
-    if row is None:
-        raise InputError(f"no message {message_id}", location="MESSAGE_ID", got=message_id,
-                         hint="`mailprobe review list` shows the queued messages' numbers")
-    return row
-
-
-def _processed(s: Session, message_id: int) -> tuple[MatchRow, datetime]:
-    received = _message(s, message_id).internaldate
-    match = s.get(MatchRow, message_id)
-    if match is None:
-        raise InputError(f"message {message_id} has not been classified and matched yet",
-                         location="MESSAGE_ID", hint="run `mailprobe process` first")
-    return match, received
-
-
-def _sent_probe(s: Session, probe_id: str) -> datetime:
-    row = s.get(ProbeRow, probe_id)
-    if row is None:
-        raise InputError(f"no probe {probe_id}", location="PROBE_ID", got=probe_id)
-    sent = _sent_at(row)
-    if sent is None:
-        raise InputError(f"probe {probe_id} was never sent ({row.state.value})",
-                         location="PROBE_ID", expected="a sent or submitted probe")
-    return sent
-
-
-def _check_after(s: Session, probe_id: str, at: datetime, what: str) -> None:
-    sent = _sent_probe(s, probe_id)
-    if at < sent:
-        raise InputError(f"{what} at {at.isoformat()}, before probe {probe_id} was sent",
-                         expected=f"a time after {sent.isoformat()}", got=at.isoformat())
-
-
-def _who(by: str) -> str:
-    name = by.strip()
-    if not name:
-        raise InputError("an evaluator's decision needs their name", location="--by")
-    return name[:100]
-
-
-def _decide(store: Store, message_id: int, probe_id: str | None, by: str, reason: str,
-            clock: Clock) -> None:
-    name, now = _who(by), clock.now()
-    with store.session() as s:
-        match, received = _processed(s, message_id)
-        if probe_id is not None:
-            _check_after(s, probe_id, received, f"message {message_id} was received")
-        before = match.probe_id
-        match.probe_id, match.needs_review, match.decided_by = probe_id, False, Decider.HUMAN
-        match.decided_at, match.reviewer, match.review_reason = now, name, reason.strip() or None
-        _refresh_judgements(s, {p for p in (before, probe_id) if p is not None}, now)
-
-
-def assign(store: Store, message_id: int, probe_id: str, *, by: str, reason: str = "",
-           clock: Clock) -> None:
-    """An evaluator attaches a message to a probe; re-runs of the matcher keep this."""
-    _decide(store, message_id, probe_id, by, reason, clock)
-
-
-def reject(store: Store, message_id: int, *, by: str, reason: str, clock: Clock) -> None:
-    """An evaluator decides a message answers no probe (spam, another matter)."""
-    if not reason.strip():
-        raise InputError("a rejection needs a reason", location="--reason")
-    _decide(store, message_id, None, by, reason, clock)
-
-
-def reclassify(store: Store, secret: bytes, message_id: int, kind: MessageKind, *, by: str,
-               reason: str, clock: Clock) -> ProcessReport:
-    """An evaluator sets the kind (the classifier's stays recorded); matching runs again with
-    it, so a message re-classified as a reply is matched or queued like one."""
-    name = _who(by)
-    if not reason.strip():
-        raise InputError("a re-classification needs a reason", location="--reason")
-    with store.session() as s:
-        match, _ = _processed(s, message_id)
-        match.human_kind, match.kind_by = MessageKind(kind).value, name
-        match.kind_reason, match.kind_at = reason.strip(), clock.now()
-    return reprocess(store, secret, [message_id], clock=clock)
-
-
-def judge(store: Store, probe_id: str, effective: bool, *, by: str, reason: str = "",
-          clock: Clock) -> None:
-    """The evaluator's decision on 答复内容详细有效; the machine's proposal stays beside it."""
-    name = _who(by)
-    with store.session() as s:
-        _sent_probe(s, probe_id)
-        row = s.get(JudgementRow, probe_id)
-        if row is None:
-            row = JudgementRow(probe_id=probe_id)
-            s.add(row)
-        row.effective, row.judged_by, row.judge_reason = effective, name, reason.strip() or None
-        row.judged_at = clock.now()
-
-
-def record_manual_reply(store: Store, probe_id: str, at: datetime, how: ReplyRoute, *,
-                        by: str, note: str = "", clock: Clock) -> int:
-    """Record a reply that came another way (portal, phone, letter); returns its number."""
-    name, now = _who(by), clock.now()
-    if at.utcoffset() is None:
-        raise InputError("a date-time without a time zone is ambiguous", location="--at",
-                         expected="an offset such as 2015-11-09T10:30+08:00", got=at.isoformat())
-    if at > now:
-        raise InputError("a reply cannot be recorded ahead of time", location="--at",
-                         expected=f"a time before {now.isoformat()}", got=at.isoformat())
-    with store.session() as s:
-        _check_after(s, probe_id, at, "the reply came")
-        row = ManualReplyRow(probe_id=probe_id, at=at, how=ReplyRoute(how), note=note.strip(),
-                             by=name, recorded_at=now)
-        s.add(row)
-        s.flush()
-        return row.id
-
-
-# --- facts for the response-time report -------------------------------------------------------
-
-
-def _source(first: FirstReplies | None) -> Attached | None:
-    return None if first is None else first.reply or first.acknowledgement
-
-
-def _line(p: ProbeRow, agency: str, kind: ChannelKind, target: str, persona: str,
-          timing: ProbeTiming | None,
-          source: Attached | None, found: Mapping[str, tuple[MatchRow, str]],
-          manual: Mapping[str, ManualReply], judged: JudgementRow | None,
-          bounce: str) -> ProbeLine:
-    how: dict[str, Any] = {}
-    if source is not None and source.key in manual:
-        r = manual[source.key]
-        how = {"manual_route": r.how, "reply_text": r.note,
-               "reply_evidence": f"{r.by} 登记的{ROUTE_LABELS[r.how]}答复"}
-    elif source is not None:
-        m, text = found[source.key]
-        human = m.decided_by is Decider.HUMAN
-        how = {"matched_rule": m.rule, "reviewer": m.reviewer if human else "",
-               "reply_text": text if source.kind == _REPLY else "",
-               "reply_evidence": f"邮件 {m.message_id}（{m.from_address}）：" + (
-                   f"{m.reviewer} 指定，{m.review_reason or '未说明理由'}" if human
-                   else m.evidence)}
-    if judged is not None and judged.effective is not None:
-        how |= {"effective": judged.effective, "effective_by": judged.judged_by or ""}
-    elif judged is not None and judged.proposed_effective is not None:
-        how |= {"effective": judged.proposed_effective, "effective_by": "机器建议"}
-    return ProbeLine(p.probe_id, agency, f"{kind.label} {target}", persona, timing,
-                     bounce=bounce, channel_kind=kind.value, **how)
-
-
-@dataclass(frozen=True)
-class _RoundFacts:
-    name: str
-    probes: Sequence[Any]  # (ProbeRow, agency, channel kind, channel target, persona name)
-    messages: Sequence[Any]  # (MatchRow, internaldate, kind, bounce type, new text)
-    manual: dict[str, ManualReply]
-    judged: dict[str, JudgementRow]
-
-
-def _read_round(store: Store, round_id: str) -> _RoundFacts:
-    in_round = select(ProbeRow.probe_id).where(ProbeRow.round_id == round_id)
-    with store.session(write=False) as s:
-        rnd = s.get(RoundRow, round_id)
-        if rnd is None:
-            raise InputError(f"no round {round_id}", location="--round", got=round_id)
-        probes = s.execute(
-            select(ProbeRow, AgencyRow.name, ChannelRow.kind, ChannelRow.target, PersonaRow.name)
-            .join(AgencyRow, AgencyRow.id == ProbeRow.agency_id)
-            .join(ChannelRow, ChannelRow.id == ProbeRow.channel_id)
-            .join(PersonaRow, PersonaRow.id == ProbeRow.persona_id)
-            .where(ProbeRow.round_id == round_id).order_by(ProbeRow.send_at, ProbeRow.probe_id)
-        ).all()
-        messages = s.execute(select(MatchRow, MessageRow.internaldate, MessageRow.kind,
-                                    MessageRow.bounce_type, MessageRow.new_text)
-                             .join(MessageRow, MessageRow.id == MatchRow.message_id)
-                             .where(or_(MatchRow.probe_id.in_(in_round),
-                                        MatchRow.machine_probe_id.in_(in_round)))).all()
-        manual = [ManualReply(m.id, m.probe_id, m.at, m.how.value, m.by, m.note)
-                  for m in s.scalars(select(ManualReplyRow)
-                                     .where(ManualReplyRow.probe_id.in_(in_round)))]
-        judged = {j.probe_id: j for j in s.scalars(
-            select(JudgementRow).where(JudgementRow.probe_id.in_(in_round)))}
-    return _RoundFacts(rnd.name, probes, messages, {r.key: r for r in manual}, judged)
-
-
-def _bounces(matched: Sequence[MatchedMessage],
-             types: Sequence[str | None]) -> dict[str, tuple[str, Attached]]:
-    """Per probe, the worst bounce type (hard: the channel is unusable) and the first bounce."""
-    found: dict[str, tuple[str, Attached]] = {}
-    for msg, bounce_type in sorted(zip(matched, types, strict=True),
-                                   key=lambda pair: (pair[0].received_at, pair[0].key)):
-        if (probe := msg.effective_probe) and msg.effective_kind == _BOUNCE:
-            old = found.get(probe)
-            worst = "hard" if "hard" in (old and old[0], bounce_type) else "soft"
-            found[probe] = (worst, old[1] if old else
-                            Attached(probe, msg.key, _BOUNCE, msg.received_at))
-    return found
-
-
-def response_lines(store: Store, round_id: str, *,
-                   round_end: When | None = None) -> tuple[str, list[ProbeLine], int]:
-    """The round's name, one report line per probe sent (or refused), and how many wait."""
-    f = _read_round(store, round_id)
-    matched = [MatchedMessage(str(m.message_id), at, kind or "", m.machine_probe_id,
-                              m.human_kind, m.decided_by is Decider.HUMAN,
-                              m.probe_id if m.decided_by is Decider.HUMAN else None)
-               for m, at, kind, _, _ in f.messages]
-    firsts = first_responses(matched, f.manual.values())
-    bounces = _bounces(matched, [row[3] for row in f.messages])
-    found = {str(m.message_id): (m, text or "") for m, _, _, _, text in f.messages}
-    # An uncertain probe may never have left: it is timed only once something answered it.
-    sent = [SentRecord(p.probe_id, agency, t) for p, agency, *_ in f.probes
-            if (t := _sent_at(p)) is not None
-            and (p.state is not ProbeState.UNCERTAIN or p.probe_id in firsts)]
-    timings = {t.probe_id: t for t in probe_timings(sent, matched, f.manual.values(),
-                                                    round_end=round_end)}
-    lines = []
-    for p, agency, kind, target, persona in f.probes:
-        refused = p.state is ProbeState.FAILED and p.accepted_at is None
-        if p.probe_id in timings or refused:
-            bounce, bounced = bounces.get(p.probe_id, ("", None))
-            lines.append(_line(p, agency, ChannelKind(kind), target, persona,
-                               timings.get(p.probe_id),
-                               _source(firsts.get(p.probe_id)) or bounced,
-                               found, f.manual, f.judged.get(p.probe_id), bounce))
-    return f.name, lines, len(f.probes) - len(lines)

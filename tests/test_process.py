@@ -17,8 +17,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select, update
 
-from mailprobe import mailstore
+from mailprobe import mailstore, round_facts
 from mailprobe import process as stage
+from mailprobe import review as decisions
 from mailprobe.classify import MessageKind
 from mailprobe.clock import ManualClock
 from mailprobe.directory import Account, Channel, ChannelKind, Endpoint, Persona, TlsMode
@@ -373,13 +374,13 @@ def test_a_human_assignment_survives_reprocessing(store: Store, secret: bytes,
     [stranger] = deliver(store, [crlf(STRANGER)], clock.now())
     report = stage.process_new(store, secret, clock=clock)
     assert (report.processed, report.queued) == (1, 1)
-    [item] = stage.review_queue(store, ROUND)
+    [item] = decisions.review_queue(store, ROUND)
     assert item.message_id == stranger and item.kind == "reply"
     assert {g.probe_id for g in item.guesses} >= {"r1-sg", "r1-zj", "r1-hy"}
     assert rows(store)[stranger][1].machine_probe_id is None
-    stage.assign(store, stranger, "r1-sg", by="王敏", reason="the staff member's own mailbox",
+    decisions.assign(store, stranger, "r1-sg", by="王敏", reason="the staff member's own mailbox",
                  clock=clock)
-    assert stage.review_queue(store) == []
+    assert decisions.review_queue(store) == []
     with store.session() as s:  # the rules improved: every message is out of date
         s.execute(update(MessageRow).values(rules_version="rules-old"))
     again = stage.reprocess(store, secret, clock=clock)
@@ -398,7 +399,7 @@ def test_a_human_assignment_survives_reprocessing(store: Store, secret: bytes,
 def test_reject_and_reclassify_keep_both_views(store: Store, secret: bytes, clock: ManualClock,
                                                processed: dict[str, int]) -> None:
     ack = processed["07_ack_form_receipt.eml"]
-    stage.reclassify(store, secret, ack, MessageKind.REPLY, by="王敏",
+    decisions.reclassify(store, secret, ack, MessageKind.REPLY, by="王敏",
                      reason="the receipt names the result", clock=clock)
     message, match = rows(store)[ack]
     assert (message.kind, match.human_kind, match.probe_id) == ("acknowledgement", "reply",
@@ -406,23 +407,23 @@ def test_reject_and_reclassify_keep_both_views(store: Store, secret: bytes, cloc
     hz = {t.probe_id: t for t in probe_timings(sent_records(), matched(store))}["r1-hz"]
     assert (hz.first_ack_at, hz.replied_at) == (None, message.internaldate)
     reply = processed["01_foxmail_gbk_reply.eml"]
-    stage.reject(store, reply, by="王敏", reason="answers another citizen", clock=clock)
+    decisions.reject(store, reply, by="王敏", reason="answers another citizen", clock=clock)
     _, match = rows(store)[reply]
     assert match.probe_id is None and match.machine_probe_id == "r1-sg"
     with pytest.raises(Exception, match="needs a reason"):
-        stage.reject(store, reply, by="王敏", reason=" ", clock=clock)
+        decisions.reject(store, reply, by="王敏", reason=" ", clock=clock)
     with pytest.raises(Exception, match="before probe r1-hy was sent"):
-        stage.assign(store, reply, "r1-hy", by="王敏", clock=clock)
+        decisions.assign(store, reply, "r1-hy", by="王敏", clock=clock)
 
 
 def test_manual_replies_count_and_stop_the_clock(store: Store, clock: ManualClock,
                                                  processed: dict[str, int]) -> None:
-    number = stage.record_manual_reply(store, "r1-st", sh(6, 10, 0), ReplyRoute.PHONE,
+    number = decisions.record_manual_reply(store, "r1-st", sh(6, 10, 0), ReplyRoute.PHONE,
                                        by="王敏", note="科员回电答复", clock=clock)
     manual = [ManualReply(number, "r1-st", sh(6, 10, 0), "phone", "王敏")]
     timing = {t.probe_id: t for t in probe_timings(sent_records(), matched(store), manual)}
     assert timing["r1-st"].replied_at == sh(6, 10, 0)
-    name, lines, pending = stage.response_lines(store, ROUND, round_end=clock.now())
+    name, lines, pending = round_facts.response_lines(store, ROUND, round_end=clock.now())
     assert (name, pending, len(lines)) == ("2015年第一轮", 0, len(PROBES))
     st = next(line for line in lines if line.probe_id == "r1-st")
     assert st.timing is not None and st.timing.replied_at == sh(6, 10, 0)
@@ -430,10 +431,10 @@ def test_manual_replies_count_and_stop_the_clock(store: Store, clock: ManualCloc
     sw = next(line for line in lines if line.probe_id == "r1-sw")
     assert (sw.bounce, sw.unusable, sw.matched_rule) == ("hard", True, "bounce_returned_message")
     with pytest.raises(Exception, match="before probe r1-qy was sent"):
-        stage.record_manual_reply(store, "r1-qy", sh(2, 9, 0), ReplyRoute.PORTAL, by="王敏",
+        decisions.record_manual_reply(store, "r1-qy", sh(2, 9, 0), ReplyRoute.PORTAL, by="王敏",
                                   clock=clock)
     with pytest.raises(Exception, match="ahead of time"):
-        stage.record_manual_reply(store, "r1-qy", sh(30, 9, 0), ReplyRoute.PORTAL, by="王敏",
+        decisions.record_manual_reply(store, "r1-qy", sh(30, 9, 0), ReplyRoute.PORTAL, by="王敏",
                                   clock=clock)
 
 
@@ -445,7 +446,7 @@ def test_judgements_keep_the_proposal_and_the_decision(store: Store, clock: Manu
     assert "另找部门" in (proposals["r1-cz"].proposal_reason or "")
     assert proposals["r1-sg"].proposed_effective is True
     assert "r1-jm" not in proposals  # an acknowledgement is nothing to judge
-    stage.judge(store, "r1-cz", True, by="王敏", reason="the hotline is the right place",
+    decisions.judge(store, "r1-cz", True, by="王敏", reason="the hotline is the right place",
                 clock=clock)
     with store.session(write=False) as s:
         cz = s.get_one(JudgementRow, "r1-cz")
@@ -478,7 +479,7 @@ def test_a_message_that_cannot_be_parsed_waits_for_review(store: Store, secret: 
     [(number, _)] = stored.new
     mailstore.mark_parsed(store, [parse_outcome(number, garbage)], now=NOW)
     assert stage.process_new(store, secret, clock=clock).queued == 1
-    [item] = stage.review_queue(store)
+    [item] = decisions.review_queue(store)
     assert item.message_id == number and item.evidence.startswith("could not be parsed")
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from mailprobe import process as stage
+from mailprobe import round_facts
 from mailprobe.cli._output import text_table, when_option
 from mailprobe.cli.engine import report
 from mailprobe.cli.store import _db_option, _open
@@ -73,7 +73,7 @@ def response_times(round_id: str, fmt: str, out: Path | None, round_end: str | N
     end = when_option(round_end, "--round-end")
     with _open(db_url) as store:
         end = end or store.clock.now()
-        name, lines, pending = stage.response_lines(store, round_id, round_end=end)
+        name, lines, pending = round_facts.response_lines(store, round_id, round_end=end)
     built = build_response_report(round_id, name, lines, method=method, calendar=calendar,
                                   as_of=end, pending=pending)
     if fmt == "json":

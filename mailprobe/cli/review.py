@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from mailprobe import process as stage
+from mailprobe import review as decisions
 from mailprobe.classify import MessageKind
 from mailprobe.cli import main
 from mailprobe.cli._output import text_table
@@ -81,13 +82,13 @@ def review() -> None:
     """
 
 
-def _guess_text(item: stage.QueueItem) -> str:
+def _guess_text(item: decisions.QueueItem) -> str:
     shown = [f"{g.probe_id} {g.score:.2f}" for g in item.guesses[:_GUESSES_SHOWN]]
     more = len(item.guesses) - _GUESSES_SHOWN
     return ", ".join(shown) + (f" (+{more})" if more > 0 else "") if shown else "—"
 
 
-def _queue_json(item: stage.QueueItem) -> dict[str, Any]:
+def _queue_json(item: decisions.QueueItem) -> dict[str, Any]:
     return {"message_id": item.message_id, "account": item.account,
             "received_at": item.received_at.isoformat(), "from": item.sender,
             "subject": item.subject, "kind": item.kind, "evidence": item.evidence,
@@ -109,7 +110,7 @@ def list_command(round_id: str | None, fmt: str, db_url: str | None) -> None:
       mailprobe review list --round 2015-r1 --format json
     """
     with _open(db_url) as store:
-        items = stage.review_queue(store, round_id)
+        items = decisions.review_queue(store, round_id)
     if fmt == "json":
         _echo_json([_queue_json(i) for i in items])
         return
@@ -122,7 +123,7 @@ def list_command(round_id: str | None, fmt: str, db_url: str | None) -> None:
     click.echo(text_table(table))
 
 
-def _match_lines(d: stage.MessageDetail) -> list[str]:
+def _match_lines(d: decisions.MessageDetail) -> list[str]:
     m = d.match
     if m is None:
         return ["match: not processed yet (run `mailprobe process`)"]
@@ -141,7 +142,7 @@ def _match_lines(d: stage.MessageDetail) -> list[str]:
     return lines
 
 
-def _detail_text(d: stage.MessageDetail) -> str:
+def _detail_text(d: decisions.MessageDetail) -> str:
     folders = ", ".join(d.folders) or "—"
     out = [f"message {d.message_id}: mailbox {d.account} ({folders}), received "
            f"{_local(d.received_at)} (INTERNALDATE)"]
@@ -171,7 +172,7 @@ def show_command(message_id: int, db_url: str | None) -> None:
       mailprobe review show 42
     """
     with _open(db_url) as store:
-        detail = stage.message_detail(store, message_id)
+        detail = decisions.message_detail(store, message_id)
     click.echo(_detail_text(detail))
 
 
@@ -193,7 +194,7 @@ def assign_command(message_id: int, probe_id: str, by: str, reason: str,
       mailprobe review assign 42 2015-r1-0007 --by 王敏 --reason "quotes our letter"
     """
     with _open(db_url) as store:
-        stage.assign(store, message_id, probe_id, by=by, reason=reason, clock=store.clock)
+        decisions.assign(store, message_id, probe_id, by=by, reason=reason, clock=store.clock)
     click.echo(f"message {message_id}: attached to {probe_id} by {by.strip()}")
 
 
@@ -210,7 +211,7 @@ def reject_command(message_id: int, by: str, reason: str, db_url: str | None) ->
       mailprobe review reject 43 --by 王敏 --reason "a newsletter from the bureau"
     """
     with _open(db_url) as store:
-        stage.reject(store, message_id, by=by, reason=reason, clock=store.clock)
+        decisions.reject(store, message_id, by=by, reason=reason, clock=store.clock)
     click.echo(f"message {message_id}: rejected by {by.strip()}")
 
 
@@ -232,9 +233,9 @@ def reclassify_command(message_id: int, kind: str, by: str, reason: str,
       mailprobe review reclassify 44 reply --by 王敏 --reason "the receipt contains the answer"
     """
     with _open(db_url) as store:
-        stage.reclassify(store, token_secret(store), message_id, MessageKind(kind), by=by,
+        decisions.reclassify(store, token_secret(store), message_id, MessageKind(kind), by=by,
                          reason=reason, clock=store.clock)
-        detail = stage.message_detail(store, message_id)
+        detail = decisions.message_detail(store, message_id)
     click.echo(f"message {message_id}: kind {kind} (set by {by.strip()})")
     click.echo("\n".join(_match_lines(detail)))
 
@@ -259,7 +260,7 @@ def judge_command(probe_id: str, effective: bool, by: str, reason: str,
       mailprobe review judge 2015-r1-0012 --not-effective --by 王敏 --reason "only refers to 12369"
     """
     with _open(db_url) as store:
-        stage.judge(store, probe_id, effective, by=by, reason=reason, clock=store.clock)
+        decisions.judge(store, probe_id, effective, by=by, reason=reason, clock=store.clock)
     click.echo(f"probe {probe_id}: 答复内容详细有效 = {'是' if effective else '否'} "
                f"(judged by {by.strip()})")
 
@@ -306,7 +307,7 @@ def record_command(probe_id: str, at: str, how: str, by: str, note: str,
     """
     when = _instant(at)
     with _open(db_url) as store:
-        number = stage.record_manual_reply(store, probe_id, when, ReplyRoute(how), by=by,
+        number = decisions.record_manual_reply(store, probe_id, when, ReplyRoute(how), by=by,
                                            note=note, clock=store.clock)
     click.echo(f"probe {probe_id}: reply #{number} by {how} at {_local(when)} recorded "
                f"by {by.strip()}")
