@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
 from mailprobe.errors import ConfigError, InputError
 from mailprobe.tokens import MAC_BYTES, find_tokens, read_token
@@ -373,7 +374,7 @@ class ProbeIndex:
             top, why = self._decide(m, guesses)
             if top is not None:
                 why = _contradiction(top, earlier) or (
-                    f"{top.probe_id} would do, but an earlier rule's evidence cannot be attached"
+                    f"来信 {top.probe_id} 符合，但前一条规则的证据不能采用"
                     if blocked else "")
                 if not why:
                     return _decided(msg.key, top, guesses + earlier, tuple(tried))
@@ -386,17 +387,17 @@ class ProbeIndex:
         for mid in _message_ids((msg.message_id,)):
             pids, _ = self.by_message_id(mid)
             if pids:
-                return f"a copy of our own probe {pids[0]} (its Message-ID is ours), not an answer"
+                return f"这是我方来信 {pids[0]} 的副本（Message-ID 为我方所发），不是答复"
         return None
 
     def _attachable(self, probe_id: str, m: _Msg) -> str:
         """Why ``probe_id`` cannot be attached to the message, or '' when it can."""
         probe = self.by_id.get(probe_id)
         if probe is None:
-            return f"probe {probe_id} is not among the probes being matched (another round?)"
+            return f"来信 {probe_id} 不在本次匹配的来信之中（其他轮次？）"
         if m.src.received_at < probe.sent_at:
-            return (f"the message was received at {m.src.received_at.isoformat()}, before probe "
-                    f"{probe_id} was sent at {probe.sent_at.isoformat()}")
+            return (f"邮件收到于 {_at(m.src.received_at)}，早于来信 {probe_id} 的发出时间 "
+                    f"{_at(probe.sent_at)}")
         return ""
 
     def _decide(self, m: _Msg, ranked: list[Guess]) -> tuple[Guess | None, str]:
@@ -405,12 +406,12 @@ class ProbeIndex:
         if blocker:
             return None, f"{_BLOCK}{blocker}"
         if top.score < DECIDE_AT - _EPS:
-            return None, (f"best candidate {top.probe_id} scored {top.score:.2f}, "
-                          f"below {DECIDE_AT:.2f}")
+            return None, (f"最可能的来信 {top.probe_id} 得分 {top.score:.2f}，"
+                          f"低于 {DECIDE_AT:.2f}")
         if len(ranked) > 1 and top.score - ranked[1].score < MARGIN - _EPS:
             second = ranked[1]
-            return None, (f"candidates {top.probe_id} ({top.score:.2f}) and {second.probe_id} "
-                          f"({second.score:.2f}) are too close to choose")
+            return None, (f"来信 {top.probe_id}（{top.score:.2f}）与 {second.probe_id}"
+                          f"（{second.score:.2f}）得分过近，无法取舍")
         return top, ""
 
     def _undecided(self, m: _Msg, guesses: list[Guess], notes: list[str],
@@ -422,24 +423,30 @@ class ProbeIndex:
                                ranked[0].score, True, ranked, tried)
         if msg.kind == _BOUNCE:
             return MatchResult(msg.key, None, Rule.NONE,
-                               "a bounce that refers to no message of ours", 0.0, False, (), tried)
+                               "退信所退回的不是我方发出的邮件", 0.0, False, (), tried)
         if msg.kind not in (_REPLY, _ACKNOWLEDGEMENT):
-            return MatchResult(msg.key, None, Rule.NONE, "no rule found a candidate probe",
+            return MatchResult(msg.key, None, Rule.NONE, "没有规则找到可能对应的来信",
                                0.0, False, (), tried)
         # A reply or receipt counts towards the scores, so one that nothing connects to a probe
         # is put before a reviewer with the mailbox's recent probes rather than dropped.
         recent = self.recent_in_account(msg.account, msg.received_at)[:_MAX_GUESSES]
         mailbox = tuple(
             Guess(p.probe_id, _S_MAILBOX_ONLY, Rule.NONE,
-                  (f"sent from mailbox {p.account} at {p.sent_at.isoformat()} to {p.agency}",))
+                  (f"由邮箱 {p.account} 于 {_at(p.sent_at)} 发往{p.agency}",))
             for p in recent)
-        evidence = (f"a {msg.kind} from {m.from_address or 'an unknown sender'} that no rule "
-                    f"connects to a probe; {len(mailbox)} recent probes of mailbox {msg.account} "
-                    "listed")
+        kind = "答复" if msg.kind == _REPLY else "回执"
+        evidence = (f"{kind}（发件人 {m.from_address or '不明'}）无法由任何规则对应到来信；"
+                    f"列出邮箱 {msg.account} 最近的 {len(mailbox)} 封来信")
         return MatchResult(msg.key, None, Rule.NONE, evidence, 0.0, True, mailbox, tried)
 
 
-_BLOCK = "not attachable: "
+_BLOCK = "不能采用："
+_BEIJING = ZoneInfo("Asia/Shanghai")
+
+
+def _at(when: datetime) -> str:
+    """An instant in the evidence: Beijing time, as the evaluators read it."""
+    return when.astimezone(_BEIJING).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _merge(guesses: list[Guess]) -> list[Guess]:
@@ -465,8 +472,8 @@ def _contradiction(top: Guess, earlier: list[Guess]) -> str:
     strong = [g for g in earlier if g.score >= _SUPPORT_FLOOR - _EPS]
     if not strong or any(g.probe_id == top.probe_id for g in strong):
         return ""
-    others = ", ".join(f"{g.probe_id} by {g.rule.value} ({g.score:.2f})" for g in strong[:3])
-    return f"{top.rule.value} points at {top.probe_id} but stronger rules pointed at {others}"
+    others = "、".join(f"{g.probe_id}（{g.rule.value}，{g.score:.2f}）" for g in strong[:3])
+    return f"{top.rule.value} 指向 {top.probe_id}，但更强的规则指向 {others}"
 
 
 def _decided(key: str, top: Guess, guesses: list[Guess], tried: tuple[Rule, ...]) -> MatchResult:
@@ -483,16 +490,16 @@ def _token_guesses(ix: ProbeIndex, found: Iterable[tuple[str, float, str]],
     for token, score, where in found:
         probe_id = ix.verify(token)
         if probe_id is not None:
-            reason = f"signed token of probe {probe_id} in {where}"
+            reason = f"{where}中有来信 {probe_id} 的签名令牌"
             guesses.append(Guess(probe_id, score, rule, (reason,)))
     return guesses
 
 
 def _rule_token_in_reply_to(ix: ProbeIndex, m: _Msg) -> list[Guess]:
-    found = [(t, _S_TOKEN_IRT, f"In-Reply-To <{mid}>")
+    found = [(t, _S_TOKEN_IRT, f"In-Reply-To <{mid}> ")
              for mid in m.reply_to_ids for t in _tokens(mid)]
     count = len(m.reference_ids)
-    found += [(t, _S_TOKEN_REFS, f"References <{mid}> (id {i + 1} of {count})")
+    found += [(t, _S_TOKEN_REFS, f"References <{mid}>（第 {i + 1} 个，共 {count} 个）")
               for i, mid in enumerate(m.reference_ids) for t in _tokens(mid)]
     return _token_guesses(ix, found, Rule.TOKEN_IN_REPLY_TO)
 
@@ -503,7 +510,7 @@ def _rule_token_plus_address(ix: ProbeIndex, m: _Msg) -> list[Guess]:
         local = address.rpartition("@")[0]
         _, plus, tag = local.partition("+")
         if plus:
-            found += [(t, _S_TOKEN_PLUS, f"recipient {address}") for t in _tokens(tag)]
+            found += [(t, _S_TOKEN_PLUS, f"收件地址 {address} ") for t in _tokens(tag)]
     return _token_guesses(ix, found, Rule.TOKEN_PLUS_ADDRESS)
 
 
@@ -516,7 +523,7 @@ def _body_tokens(text: str) -> list[str]:
 
 def _rule_token_in_body(ix: ProbeIndex, m: _Msg) -> list[Guess]:
     msg = m.src
-    parts = (("the new text", msg.new_text), ("the quoted text", msg.quoted_text))
+    parts = (("新写的正文", msg.new_text), ("引用的原文", msg.quoted_text))
     guesses = _token_guesses(
         ix, [(t, _S_TOKEN_BODY, where) for where, text in parts for t in _body_tokens(text)],
         Rule.TOKEN_IN_BODY)
@@ -524,7 +531,7 @@ def _rule_token_in_body(ix: ProbeIndex, m: _Msg) -> list[Guess]:
         return guesses
     # The full text may hold what the split into new and quoted text left out (a returned
     # message, a forwarded part), so it is read when those two said nothing.
-    found = [(t, _S_TOKEN_BODY, "the message text") for t in _body_tokens(msg.full_text)]
+    found = [(t, _S_TOKEN_BODY, "邮件正文") for t in _body_tokens(msg.full_text)]
     return _token_guesses(ix, found, Rule.TOKEN_IN_BODY)
 
 
@@ -534,8 +541,8 @@ def _id_guesses(ix: ProbeIndex, ids: Iterable[str], score: float, where: str,
     for mid in ids:
         probe_ids, folded = ix.by_message_id(mid)
         for probe_id in probe_ids:
-            how = " (matching only when case is ignored)" if folded else ""
-            reason = f"{where} <{mid}> is the Message-ID of probe {probe_id}{how}"
+            how = "（忽略大小写后才相同）" if folded else ""
+            reason = f"{where} <{mid}> 是来信 {probe_id} 的 Message-ID{how}"
             guesses.append(Guess(probe_id, score - _CASE_PENALTY * folded, rule, (reason,)))
     return guesses
 
@@ -549,10 +556,10 @@ def _rule_our_message_id(ix: ProbeIndex, m: _Msg) -> list[Guess]:
 def _rule_bounce(ix: ProbeIndex, m: _Msg) -> list[Guess]:
     msg, rule = m.src, Rule.BOUNCE_RETURNED_MESSAGE
     ids = _message_ids(msg.returned_message_ids)
-    found = [(t, _S_BOUNCE_ID, f"the returned message's Message-ID <{mid}>")
+    found = [(t, _S_BOUNCE_ID, f"退回邮件的 Message-ID <{mid}> ")
              for mid in ids for t in _tokens(mid)]
     guesses = _token_guesses(ix, found, rule)
-    guesses += _id_guesses(ix, ids, _S_BOUNCE_ID, "the returned message's Message-ID", rule)
+    guesses += _id_guesses(ix, ids, _S_BOUNCE_ID, "退回邮件的 Message-ID", rule)
     if guesses:
         return guesses
     # Without the returned Message-ID only the failed recipient ties the bounce to a probe:
@@ -560,9 +567,8 @@ def _rule_bounce(ix: ProbeIndex, m: _Msg) -> list[Guess]:
     for recipient in {_bare_address(r) for r in msg.returned_recipients}:
         for probe in ix.by_channel.get((msg.account, recipient), []):
             if probe.sent_at <= msg.received_at <= probe.sent_at + _BOUNCE_WINDOW:
-                reason = (f"the bounce returns a message to {recipient}, where probe "
-                          f"{probe.probe_id} was sent from mailbox {msg.account} "
-                          f"at {probe.sent_at.isoformat()}")
+                reason = (f"退信退回的是发往 {recipient} 的邮件；来信 {probe.probe_id} "
+                          f"由邮箱 {msg.account} 于 {_at(probe.sent_at)} 发往该地址")
                 guesses.append(Guess(probe.probe_id, _S_BOUNCE_RCPT, rule, (reason,)))
     return guesses
 
@@ -596,15 +602,14 @@ def _details_guess(ix: ProbeIndex, probe: SentProbe, fps: list[str], m: _Msg,
     strong = weight >= 2 - _EPS or long_rare
     score = _S_DETAILS if strong else min(_S_DETAILS_WEAK_CAP, _S_DETAILS_PER_UNIT * weight)
     shown = ", ".join(
-        f"「{fp}」" + (" (quoted)" if fp in quoted else " (in the reply)")
-        + (f" shared by {len(ix.by_fingerprint[fp])} probes" if len(ix.by_fingerprint[fp]) > 1
+        f"「{fp}」" + ("（引用）" if fp in quoted else "（答复中）")
+        + (f"，{len(ix.by_fingerprint[fp])} 封来信共有" if len(ix.by_fingerprint[fp]) > 1
            else "")
         for fp in distinct)
-    reasons = [f"details of probe {probe.probe_id} found: {shown}"]
+    reasons = [f"找到来信 {probe.probe_id} 的细节：{shown}"]
     if probe.account != m.src.account:
         score *= _OTHER_MAILBOX_FACTOR
-        reasons.append(f"but it arrived in mailbox {m.src.account}, the probe was sent from "
-                       f"{probe.account}")
+        reasons.append(f"但邮件到达邮箱 {m.src.account}，来信由邮箱 {probe.account} 发出")
     return Guess(probe.probe_id, round(score, 4), Rule.QUOTED_DETAILS, tuple(reasons))
 
 
@@ -615,9 +620,9 @@ def _rule_mailbox_and_address(ix: ProbeIndex, m: _Msg) -> list[Guess]:
             own_channel = probe.channel_address is not None and \
                 _bare_address(probe.channel_address) == m.from_address
             score = _S_ADDRESS + _CHANNEL_BONUS * own_channel
-            where = "the channel it was sent to" if own_channel else f"known for {probe.agency}"
-            reason = (f"sender {m.from_address} ({where}) wrote to mailbox {msg.account}, "
-                      f"which sent probe {probe.probe_id} at {probe.sent_at.isoformat()}")
+            where = "来信所投的渠道" if own_channel else f"{probe.agency}已知的地址"
+            reason = (f"发件人 {m.from_address}（{where}）写信至邮箱 {msg.account}，"
+                      f"该邮箱于 {_at(probe.sent_at)} 发出来信 {probe.probe_id}")
             guesses.append(Guess(probe.probe_id, score, Rule.MAILBOX_AND_ADDRESS, (reason,)))
     return guesses
 
@@ -630,10 +635,10 @@ def _rule_mailbox_and_domain(ix: ProbeIndex, m: _Msg) -> list[Guess]:
     # County bureaus often use their city's domain: a domain several agencies share names
     # none of them with confidence.
     score = _S_DOMAIN if len(agencies) == 1 else _S_DOMAIN_SHARED
-    shared = f", a domain shared by {', '.join(agencies)}" if len(agencies) > 1 else ""
+    shared = f"，该域名为{'、'.join(agencies)}共用" if len(agencies) > 1 else ""
     return [Guess(p.probe_id, score, Rule.MAILBOX_AND_DOMAIN,
-                  (f"sender {m.from_address} is in the domain of {p.agency}{shared}; mailbox "
-                   f"{msg.account} sent probe {p.probe_id} at {p.sent_at.isoformat()}",))
+                  (f"发件人 {m.from_address} 属于{p.agency}的域名{shared}；邮箱 {msg.account} "
+                   f"于 {_at(p.sent_at)} 发出来信 {p.probe_id}",))
             for p in probes]
 
 

@@ -83,7 +83,7 @@ def test_token_deep_in_a_references_chain() -> None:
     chain = (a.message_id or "", *tuple(f"<reply{i}.{i * 7}@mail.gz.gd.test>" for i in range(6)))
     result = match_message(msg(references=chain), [a, probe("p-b")], SECRET)
     assert_attached(result, "p-a", Rule.TOKEN_IN_REPLY_TO)
-    assert "id 1 of 7" in result.evidence
+    assert "第 1 个，共 7 个" in result.evidence
 
 
 def test_token_survives_a_client_that_changes_case_and_folds_the_header() -> None:
@@ -108,7 +108,7 @@ def test_token_in_quoted_body_even_when_the_quote_wraps_it() -> None:
     quoted = f"> 您好，我想咨询一个问题。\n> 编号：{token[:20]}\n> {token[20:]}\n> 谢谢"
     result = match_message(msg(quoted_text=quoted, new_text="已转相关科室办理。"), [a], SECRET)
     assert_attached(result, a.probe_id, Rule.TOKEN_IN_BODY)
-    assert "quoted text" in result.evidence
+    assert "引用的原文" in result.evidence
 
 
 def test_token_only_in_the_full_text_of_a_forward() -> None:
@@ -146,7 +146,7 @@ def test_a_token_of_a_probe_not_given_goes_to_review() -> None:
                            [a], SECRET)
     assert_review(result)
     assert result.rule is Rule.TOKEN_IN_REPLY_TO
-    assert "r0-p-a" in result.evidence and "not among the probes" in result.evidence
+    assert "r0-p-a" in result.evidence and "不在本次匹配的来信之中" in result.evidence
     # The address rule would have chosen p-a, but a signed token said otherwise.
     assert [g.probe_id for g in result.guesses] == ["r0-p-a", "p-a"]
 
@@ -166,7 +166,7 @@ def test_our_message_id_lowercased_whole_still_found_but_weaker() -> None:
     a = probe("p-a", token=False, mid="<20151102.AbC@mailprobe.test>")
     result = match_message(msg(in_reply_to="<20151102.abc@mailprobe.test>"), [a], SECRET)
     assert_attached(result, "p-a", Rule.OUR_MESSAGE_ID)
-    assert "case is ignored" in result.evidence and result.confidence < 0.97
+    assert "忽略大小写" in result.evidence and result.confidence < 0.97
 
 
 def test_bounce_through_the_returned_message_id() -> None:
@@ -241,7 +241,7 @@ def test_a_detail_shared_by_probes_is_discounted() -> None:
     result = match_message(reply, [a, b], SECRET)
     assert_review(result)
     assert {g.probe_id for g in result.guesses} == {"p-a", "p-b"}
-    assert "shared by 2 probes" in result.guesses[0].reasons[0]
+    assert "2 封来信共有" in result.guesses[0].reasons[0]
 
 
 def test_one_short_detail_is_not_enough_but_one_long_rare_one_is() -> None:
@@ -310,7 +310,7 @@ def test_a_county_sharing_its_citys_domain_goes_to_review() -> None:
     assert_review(result)
     assert result.rule is Rule.MAILBOX_AND_DOMAIN
     assert sorted(g.probe_id for g in result.guesses) == ["p-city", "p-county"]
-    assert "shared by 广州市环保局, 番禺区环保局" in result.guesses[0].reasons[0]
+    assert "该域名为广州市环保局、番禺区环保局共用" in result.guesses[0].reasons[0]
 
 
 def test_public_mail_domains_never_stand_for_an_agency() -> None:
@@ -328,7 +328,7 @@ def test_a_later_rule_does_not_overrule_stronger_evidence_elsewhere() -> None:
     reply = msg(sender="z@c.gd.test", quoted_text="> 翠湖花园3栋 建设路12号 丽景小区8座 人民路7号")
     result = match_message(reply, [a, b, c], SECRET)
     assert_review(result)
-    assert "stronger rules pointed at" in result.evidence
+    assert "更强的规则指向" in result.evidence
 
 
 def test_a_later_rule_may_choose_between_candidates_an_earlier_rule_could_not() -> None:
@@ -361,7 +361,7 @@ def test_a_message_received_before_the_probe_was_sent_never_matches_it() -> None
     assert by_details.probe_id is None and by_details.guesses == ()
     by_token = match_message(msg(in_reply_to=a.message_id or "", at=early), [a], SECRET)
     assert_review(by_token)
-    assert "before probe p-a was sent" in by_token.evidence
+    assert "早于来信 p-a 的发出时间" in by_token.evidence
 
 
 def test_a_copy_of_our_own_probe_is_not_an_answer() -> None:
@@ -370,7 +370,7 @@ def test_a_copy_of_our_own_probe_is_not_an_answer() -> None:
                sender="hbj@gz.gd.test")
     result = match_message(copy, [a], SECRET)
     assert (result.probe_id, result.needs_review) == (None, False)
-    assert "our own probe" in result.evidence
+    assert "我方来信" in result.evidence
 
 
 def test_an_unconnected_reply_is_put_before_a_reviewer_with_the_mailboxs_probes() -> None:
