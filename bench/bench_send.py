@@ -19,8 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import aiosmtplib
@@ -28,65 +27,35 @@ import aiosmtplib
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.sink_process: the sink the tests also use
 
+from probe_plan import plan_probes  # noqa: E402
+
 from mailprobe.clock import SystemClock  # noqa: E402
-from mailprobe.compose import TemplateSet, compose  # noqa: E402
 from mailprobe.directory import (  # noqa: E402
     Account,
-    Channel,
-    ChannelKind,
     Endpoint,
     Persona,
-    ProbeSpec,
     TlsMode,
 )
 from mailprobe.models import ProbeRecord, RoundRecord  # noqa: E402
-from mailprobe.probe_details import DetailRequest, campaign_details  # noqa: E402
 from mailprobe.send import SendPolicy, send_due  # noqa: E402
 from mailprobe.settings import load_settings  # noqa: E402
-from mailprobe.sheets import Agency, Level  # noqa: E402
 from mailprobe.store import Store  # noqa: E402
 from tests.sink_process import Sink  # noqa: E402
 
-SECRET = b"bench-secret-for-sending-probes!"
 SENDER = "chen.jianguo@mail.minyi.test"
 # Bulk knobs: bigger claims and chunks than a worker's defaults, which favour a small
 # uncertain window after a crash over throughput (a round sends a few probes an hour).
 POLICIES = {"mailprobe": SendPolicy(batch=500, chunk=50, record_every=100, sent_copies=False),
             # What `mailprobe run` uses with config/mailprobe.toml ([campaign] claim_batch).
             "defaults": SendPolicy(batch=load_settings().claim_batch, sent_copies=False)}
-TEMPLATES = ("eia_restaurant_1", "noise_night_1", "odour_factory_1", "river_pipe_1",
-             "dust_site_1", "env_data_air_1")
 
 
 def _plan(n: int, port: int) -> tuple[list[ProbeRecord], tuple[object, ...]]:
-    """n probes to 233 agencies, each composed by the real composer (~2 KB of Chinese)."""
-    agencies = [Agency(f"广东第{i:03d}县区", Level.COUNTY, f"第{i % 21:02d}市", None, i)
-                for i in range(233)]
-    channels = [Channel(a.name, ChannelKind.COMPLAINT, address=f"tousu{i}@hbj{i % 21}.gd.test")
-                for i, a in enumerate(agencies)]
+    """n probes to 233 agencies from one persona, each composed by the real composer."""
     loop = Endpoint("127.0.0.1", port, TlsMode.NONE)
     account = Account("bench", SENDER, SENDER, loop, loop, password_env="MP_BENCH_PW")
     persona = Persona("chen", "陈建国", "广州市天河区", "bench", {"职业": "退休教师"})
-    templates = TemplateSet.load()
-    now = SystemClock().now() - timedelta(minutes=1)
-    ids = [f"b-{i:05d}" for i in range(n)]
-    details = campaign_details([DetailRequest(pid, agencies[i % 233].name, agencies[i % 233].city,
-                                              date(2015, 11, 2)) for i, pid in enumerate(ids)],
-                               seed=1)
-    records = []
-    for i, pid in enumerate(ids):
-        ch = channels[i % 233]
-        template = TEMPLATES[i % len(TEMPLATES)]
-        if template.startswith(("eia", "env")):
-            ch = replace(ch, kind=ChannelKind.MAILBOX)
-        spec = ProbeSpec(pid, "bench", ch.agency, ch, "chen", template, now, details[pid])
-        mail = compose(spec, persona, account, f"{ch.agency}环境保护局", templates, SECRET,
-                       datetime(2015, 11, 2, 9, tzinfo=UTC))
-        records.append(ProbeRecord.from_spec(spec, token=mail.token, subject=mail.subject,
-                                             body=mail.text, message_id=mail.message_id,
-                                             raw=mail.raw))
-    mailbox = [replace(c, kind=ChannelKind.MAILBOX) for c in channels]
-    return records, (agencies, channels + mailbox, [account], [persona])
+    return plan_probes(n, "bench", "b", [account], [persona])
 
 
 def _prepare(folder: Path, n: int, port: int) -> tuple[Path, list[ProbeRecord]]:

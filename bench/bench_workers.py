@@ -27,8 +27,8 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, func, select
@@ -37,15 +37,13 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.sink_process and tests.pg: what the tests use too
 
+from probe_plan import plan_probes  # noqa: E402
+
 from mailprobe.clock import SystemClock  # noqa: E402
-from mailprobe.compose import TemplateSet, compose  # noqa: E402
 from mailprobe.directory import (  # noqa: E402
     Account,
-    Channel,
-    ChannelKind,
     Endpoint,
     Persona,
-    ProbeSpec,
     TlsMode,
 )
 from mailprobe.models import (  # noqa: E402
@@ -55,17 +53,12 @@ from mailprobe.models import (  # noqa: E402
     ProbeState,
     RoundRecord,
 )
-from mailprobe.probe_details import DetailRequest, campaign_details  # noqa: E402
 from mailprobe.settings import load_settings  # noqa: E402
-from mailprobe.sheets import Agency, Level  # noqa: E402
 from mailprobe.store import Store  # noqa: E402
 from tests.pg import ADMIN_URL, unreachable_reason  # noqa: E402
 from tests.sink_process import Sink, read_record  # noqa: E402
 
-SECRET = b"bench-secret-for-sending-probes!"
 ROUND = "bench"
-TEMPLATES = ("eia_restaurant_1", "noise_night_1", "odour_factory_1", "river_pipe_1",
-             "dust_site_1", "env_data_air_1")
 PASSWORD_ENV = "MP_BENCH_WORKERS_PW"
 _UNSETTLED = (ProbeState.PLANNED, ProbeState.CLAIMED, ProbeState.SENDING)
 
@@ -75,36 +68,12 @@ _UNSETTLED = (ProbeState.PLANNED, ProbeState.CLAIMED, ProbeState.SENDING)
 
 def _plan(n: int, accounts: int, port: int) -> tuple[list[ProbeRecord], tuple[object, ...]]:
     """n probes to 233 agencies from ``accounts`` personas, each composed by the real composer."""
-    agencies = [Agency(f"广东第{i:03d}县区", Level.COUNTY, f"第{i % 21:02d}市", None, i)
-                for i in range(233)]
-    channels = [Channel(a.name, ChannelKind.COMPLAINT, address=f"tousu{i}@hbj{i % 21}.gd.test")
-                for i, a in enumerate(agencies)]
     loop = Endpoint("127.0.0.1", port, TlsMode.NONE)
     account_rows = [Account(f"a{k}", f"citizen{k}@mail.minyi.test", f"citizen{k}@mail.minyi.test",
                             loop, loop, password_env=PASSWORD_ENV) for k in range(accounts)]
     personas = [Persona(f"p{k}", f"市民{k}", "广州市天河区", f"a{k}", {"职业": "退休教师"})
                 for k in range(accounts)]
-    templates = TemplateSet.load()
-    now = SystemClock().now() - timedelta(minutes=1)
-    ids = [f"w-{i:05d}" for i in range(n)]
-    details = campaign_details([DetailRequest(pid, agencies[i % 233].name, agencies[i % 233].city,
-                                              date(2015, 11, 2)) for i, pid in enumerate(ids)],
-                               seed=1)
-    records = []
-    for i, pid in enumerate(ids):
-        ch = channels[i % 233]
-        template = TEMPLATES[i % len(TEMPLATES)]
-        if template.startswith(("eia", "env")):
-            ch = replace(ch, kind=ChannelKind.MAILBOX)
-        persona = personas[i % accounts]
-        spec = ProbeSpec(pid, ROUND, ch.agency, ch, persona.id, template, now, details[pid])
-        mail = compose(spec, persona, account_rows[i % accounts], f"{ch.agency}环境保护局",
-                       templates, SECRET, datetime(2015, 11, 2, 9, tzinfo=UTC))
-        records.append(ProbeRecord.from_spec(spec, token=mail.token, subject=mail.subject,
-                                             body=mail.text, message_id=mail.message_id,
-                                             raw=mail.raw))
-    mailbox = [replace(c, kind=ChannelKind.MAILBOX) for c in channels]
-    return records, (agencies, channels + mailbox, account_rows, personas)
+    return plan_probes(n, ROUND, "w", account_rows, personas)
 
 
 def _save(url: str, records: list[ProbeRecord], directory: tuple[object, ...]) -> None:
