@@ -73,8 +73,10 @@ class WatchPolicy:
     poll_seconds: float = 60.0  # servers without IDLE
     parse_bytes: int = MAX_BYTES
     parse_parts: int = MAX_PARTS
-    # Processes parsing a large sync (parsing is CPU-bound; the rest is I/O and SQLite).
-    parse_workers: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) - 1))
+    # Processes parsing (and classifying) a large sync: one per core. The syncing process
+    # mostly waits for them (fetch and store are I/O), so it needs no core of its own:
+    # 20,000 messages on 2 cores synced in 6.3 s with 2 processes, 8.6 s with 1.
+    parse_workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 2))
     parse_pool_min: int = 200  # smaller batches are parsed in a thread (no process start-up)
     concurrency: int = 4  # accounts synced at once by sync_mailboxes
     ssl_context: ssl.SSLContext | None = None  # None: the system's trust store
