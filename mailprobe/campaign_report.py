@@ -13,9 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import select
+
 from mailprobe import round_facts
 from mailprobe.campaign_scores import CampaignRound, campaign_scores
 from mailprobe.engine import Evaluation, evaluate
+from mailprobe.models import AgencyRow
 from mailprobe.overrides import active_overrides
 from mailprobe.report_tables import build_report, combine_reports
 from mailprobe.rubric import Rubric, load_rubric
@@ -64,7 +67,8 @@ def load_rounds(store: Store, round_ids: Sequence[str], *,
 
 
 def _level_agencies(store: Store, rubric: Rubric) -> set[str]:
-    return {a.name for a in store.directory().agencies if a.level.value == rubric.level}
+    with store.session(write=False) as s:
+        return set(s.scalars(select(AgencyRow.name).where(AgencyRow.level == rubric.level)))
 
 
 def campaign_evaluation(
@@ -141,14 +145,12 @@ def write_campaign_report(
     calendar: WorkCalendar | None = None,
 ) -> CampaignReport:
     """The full report in one go: rankings and statistics per level, response times per round."""
-    from mailprobe.report import write_report
+    from mailprobe.report import main_file, write_report
 
     rounds = load_rounds(store, round_ids, as_of=as_of)
     parts, evaluations, derived = campaign_parts(
         store, levels, rounds, agencies_file=agencies_file, as_of=as_of, policy=policy,
         sheet=sheet, method=method, calendar=calendar)
     report = parts[0][2] if len(parts) == 1 else combine_reports(parts, title, subtitle)
-    written = write_report(report, out, formats=tuple(formats))
-    first = written.get("html") or next(iter(written.values()))
-    path = first if isinstance(first, Path) else out
+    path = main_file(write_report(report, out, formats=tuple(formats)), out)
     return CampaignReport(path, evaluations, derived, rounds)

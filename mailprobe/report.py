@@ -59,7 +59,8 @@ from mailprobe.tables import (
     trim_number,
 )
 
-__all__ = ["FORMATS", "format_cell", "render_html", "write_csv", "write_report", "write_xlsx"]
+__all__ = ["FORMATS", "format_cell", "main_file", "render_html", "write_csv", "write_report",
+           "write_xlsx"]
 
 FORMATS = ("html", "csv", "xlsx")
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
@@ -529,6 +530,13 @@ def write_xlsx(report: Report, path: str | os.PathLike[str]) -> Path:
     target = Path(path)
     _commit([(target, _xlsx_bytes(report))])
     return target
+
+
+def main_file(written: dict[str, Path | list[Path]], out_dir: Path) -> Path:
+    """What to tell the reader to open: the HTML page, else the first single file written,
+    else (CSV only: one file per table) the folder."""
+    first = written.get("html") or next(iter(written.values()))
+    return first if isinstance(first, Path) else out_dir
 
 
 def write_report(

@@ -145,11 +145,9 @@ def _summary_text(ev: Evaluation) -> str:
 
 
 def _write(report: Report, out: Path, formats: tuple[str, ...]) -> Path:
-    from mailprobe.report import write_report
+    from mailprobe.report import main_file, write_report
 
-    written = write_report(report, out, formats=formats)
-    first = written.get("html") or next(iter(written.values()))
-    return first if isinstance(first, Path) else out
+    return main_file(write_report(report, out, formats=formats), out)
 
 
 def _parse_formats(text: str) -> tuple[str, ...]:

@@ -82,9 +82,8 @@ def response_times(round_id: str, fmt: str, out: Path | None, round_end: str | N
         wanted = [t for t in built.tables() if t.id in _TEXT_TABLES]
         click.echo("\n\n".join(text_table(t) for t in wanted))
     else:
-        from mailprobe.report import write_report
+        from mailprobe.report import main_file, write_report
 
         folder = out or Path("out") / f"response-times-{round_id}"
-        written = write_report(built, folder, formats=(fmt,))
-        first = written[fmt]
-        click.echo(f"report written: {first if isinstance(first, Path) else folder}")
+        path = main_file(write_report(built, folder, formats=(fmt,)), folder)
+        click.echo(f"report written: {path}")
