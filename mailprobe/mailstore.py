@@ -161,13 +161,15 @@ def _insert_messages(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
 def store_fetched(store: Store, account: str, folder: str, uidvalidity: int,
                   messages: Sequence[Incoming], *, now: datetime,
                   advance_to: int | None = None,
-                  outcomes: Sequence[ParseOutcome] = ()) -> StoredBatch:
+                  outcomes: Sequence[ParseOutcome] = (),
+                  also: Callable[[Session], None] | None = None) -> StoredBatch:
     """Store a fetched batch and where it was seen, in one transaction; repeating it is harmless.
 
     A message is its bytes: the same bytes in another folder (or read again) add a location,
     never a second message. ``advance_to`` also moves the mailbox's ``last_uid`` forward in
     the same transaction, so progress is never recorded without the messages. ``outcomes``
-    of earlier batches are recorded in the same commit (one durable commit per batch).
+    of earlier batches are recorded in the same commit (one durable commit per batch), and
+    so is whatever ``also`` writes with the session (their classification).
     """
     digests = [hashlib.sha256(m.raw).hexdigest() for m in messages]
     cut = any(m.truncated for m in messages)  # else the columns keep their server defaults
@@ -193,6 +195,8 @@ def store_fetched(store: Store, account: str, folder: str, uidvalidity: int,
                       "uidvalidity": uidvalidity, "uid": m.uid, "internaldate": m.internaldate}
                      for d, m in zip(digests, messages, strict=True)])
         _mark(conn, outcomes, now)
+        if also is not None:
+            also(s)
         if advance_to is not None:
             _advance(s, account, folder, uidvalidity, advance_to, now)
     first: dict[str, int] = {}
@@ -222,11 +226,15 @@ def pending_parse(store: Store, limit: int, *,
         return [(i, r) for i, r in s.execute(query.order_by(MessageRow.id).limit(limit))]
 
 
-def mark_parsed(store: Store, outcomes: Sequence[ParseOutcome], *, now: datetime) -> None:
-    """Record parse results (status, error text, the Message-ID and Date headers) in bulk."""
-    if outcomes:
+def mark_parsed(store: Store, outcomes: Sequence[ParseOutcome], *, now: datetime,
+                also: Callable[[Session], None] | None = None) -> None:
+    """Record parse results (status, error text, the Message-ID and Date headers) in bulk,
+    and in the same transaction whatever ``also`` writes with the session."""
+    if outcomes or also is not None:
         with store.session() as s:
             _mark(s.connection(), outcomes, now)
+            if also is not None:
+                also(s)
 
 
 _MARK_COLUMNS = ("parse_status", "parse_error", "header_message_id", "header_date", "parsed_at",
@@ -260,7 +268,10 @@ def unprocessed(store: Store, limit: int, *, after_id: int = 0) -> list[StoredMe
     with store.session(write=False) as s:
         rows = s.scalars(
             select(MessageRow)
-            .where(MessageRow.parse_status != ParseStatus.PENDING,
+            # IN, not "!= pending": the index on (parse_status, classified_at) then finds
+            # the few unclassified rows instead of the query reading the whole table.
+            .where(MessageRow.parse_status.in_([s for s in ParseStatus
+                                                if s is not ParseStatus.PENDING]),
                    MessageRow.classified_at.is_(None), MessageRow.id > after_id)
             .order_by(MessageRow.id).limit(limit)).all()
         return [StoredMessage(r.id, r.account_id, r.internaldate, r.raw, r.size, r.truncated,

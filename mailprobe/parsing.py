@@ -1,11 +1,6 @@
-"""Parsing fetched messages in worker processes: imports only the decoder and the classifier
-(no store, no SQLAlchemy), so workers start fast.
-
-Besides the parse status, a worker computes what classification and matching need of each
-message (:class:`Facts`, plain data), so the main process need not parse it a second time:
-``process`` builds its classification and its :class:`~mailprobe.match.IncomingMessage` from
-them, and computes them the same way (:func:`facts`) from the raw bytes when none were handed
-over (after a crash, for ``reprocess``).
+"""Parsing messages, and what classification and matching need of each (:class:`Facts`, plain
+data). Imports only the decoder, the classifier and the matcher (no store, no SQLAlchemy):
+the sync's parsing processes run it (through ``examine``) and start fast.
 """
 
 from __future__ import annotations
@@ -16,8 +11,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from mailprobe.classify import (  # _ID_IN_TEXT: the ids a bounce's text may return
-    _ID_IN_TEXT,
+from mailprobe.classify import (
     BounceType,
     Classification,
     MessageKind,
@@ -27,7 +21,7 @@ from mailprobe.classify import (  # _ID_IN_TEXT: the ids a bounce's text may ret
 from mailprobe.decode import MAX_BYTES, MAX_PARTS, ParsedMessage, parse_message
 from mailprobe.match import _body_tokens
 
-__all__ = ["Facts", "Outcome", "classification", "code_version", "facts", "normalized_ids",
+__all__ = ["Facts", "Outcome", "classification", "code_version", "examine_raw", "facts",
            "outcome", "parse_many", "ready"]
 
 _MAX_ERROR = 2_000
@@ -36,10 +30,11 @@ _MAX_ERROR = 2_000
 # ("ok", "defects", "failed"), plain data so the worker never imports the store's models.
 Outcome = tuple[int, str, str | None, str | None, str | None]
 
-# The modules whose code decides the facts of a message; a worker's facts are used only
-# when its code is the main process's (see code_version).
+# The modules whose code decides the facts, the kind and the match of a message; a parsing
+# process's results are used only when its code is the main process's (see code_version).
 _FACT_MODULES = ("mailprobe.charsets", "mailprobe.decode", "mailprobe.quotes",
-                 "mailprobe.classify", "mailprobe.match", "mailprobe.parsing")
+                 "mailprobe.classify", "mailprobe.match", "mailprobe.parsing",
+                 "mailprobe.examine")
 
 
 class Facts(NamedTuple):
@@ -66,18 +61,6 @@ class Facts(NamedTuple):
     confidence: float
     quoted_text: str
     quote_marker: str
-    # Every Message-ID (normalised) the classification may have looked up among the sent
-    # ones: the facts hold for another set of sent ids that agrees on these.
-    referred: tuple[str, ...]
-
-
-def normalized_ids(ids: Collection[str]) -> frozenset[str]:
-    """Message-IDs as the classifier compares them: no brackets, no spaces, lower case."""
-    return frozenset(_norm(i) for i in ids)
-
-
-def _norm(message_id: str) -> str:  # the classifier's normalisation (classify._norm)
-    return message_id.strip().strip("<>").strip().lower()
 
 
 def facts(parsed: ParsedMessage, sent_ids: Collection[str]) -> Facts:
@@ -89,8 +72,6 @@ def facts(parsed: ParsedMessage, sent_ids: Collection[str]) -> Facts:
     if (c.new_text or c.quoted_text) and not _body_tokens(full):
         full = ""  # the matcher reads it only for tokens then (match._rule_token_in_body)
     returned = tuple(r.message_id for r in parsed.returned if r.message_id)
-    referred = {_norm(i) for i in (*returned, parsed.in_reply_to, *parsed.references,
-                                   *_ID_IN_TEXT.findall(parsed.text)) if i}
     s = c.substance
     return Facts(
         parsed.from_[0].addr if parsed.from_ else "",
@@ -99,7 +80,7 @@ def facts(parsed: ParsedMessage, sent_ids: Collection[str]) -> Facts:
         returned, c.kind.value, c.bounce_type.value if c.bounce_type else None,
         c.failed_recipients, c.dsn_status, c.new_text,
         (s.chars, s.answer_cues, s.referral_cues, s.referral_only), c.evidence, c.confidence,
-        c.quoted_text, c.quote_marker, tuple(sorted(referred)))
+        c.quoted_text, c.quote_marker)
 
 
 def classification(f: Facts) -> Classification:
@@ -128,11 +109,12 @@ def code_version() -> str:
 def outcome(message_id: int, raw: bytes, *, max_bytes: int = MAX_BYTES,
             max_parts: int = MAX_PARTS) -> Outcome:
     """Parse one stored message and say how it went; never raises."""
-    return _examine(message_id, raw, max_bytes, max_parts, None)[0]
+    return examine_raw(message_id, raw, max_bytes, max_parts)[0]
 
 
-def _examine(message_id: int, raw: bytes, max_bytes: int, max_parts: int,
-             sent_ids: Collection[str] | None) -> tuple[Outcome, Facts | None]:
+def examine_raw(message_id: int, raw: bytes, max_bytes: int, max_parts: int
+                ) -> tuple[Outcome, ParsedMessage | None]:
+    """Parse one message: how it went, and the parsed message (None if the parser crashed)."""
     try:
         parsed = parse_message(raw, max_bytes=max_bytes, max_parts=max_parts)
     except Exception as exc:  # parse_message promises not to raise; the watcher must go on
@@ -146,24 +128,14 @@ def _examine(message_id: int, raw: bytes, max_bytes: int, max_parts: int,
         status, error = "defects", "; ".join(notes)
     else:
         status, error = "ok", None
-    found: Facts | None = None
-    # Processing parses with the default limits: facts from other limits would differ.
-    if sent_ids is not None and (max_bytes, max_parts) == (MAX_BYTES, MAX_PARTS):
-        try:
-            found = facts(parsed, sent_ids)
-        except Exception:  # processing computes them again and meets the error there
-            found = None
     return (message_id, status, error and error[:_MAX_ERROR], parsed.message_id or None,
-            parsed.date_text or None), found
+            parsed.date_text or None), parsed
 
 
-def parse_many(items: Sequence[tuple[int, bytes]], max_bytes: int, max_parts: int,
-               sent_ids: frozenset[str] | None = None
-               ) -> tuple[str, list[tuple[Outcome, Facts | None]]]:
-    """Parse (and, given the sent Message-IDs, classify) messages; returns the code version
-    with the results, so facts from other code are not used."""
-    return code_version(), [_examine(i, raw, max_bytes, max_parts, sent_ids)
-                            for i, raw in items]
+def parse_many(items: Sequence[tuple[int, bytes]], max_bytes: int, max_parts: int
+               ) -> list[Outcome]:
+    """Parse messages and say how each went."""
+    return [examine_raw(i, raw, max_bytes, max_parts)[0] for i, raw in items]
 
 
 def ready() -> None:

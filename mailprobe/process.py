@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import threading
-import time
-import weakref
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,16 +15,19 @@ from urllib.parse import urlsplit
 from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session, load_only
 
-from mailprobe import mailstore, parsing
-from mailprobe.classify import Classification, MessageKind, Substance, classify
+from mailprobe import mailstore
+from mailprobe.classify import MessageKind, Substance
 from mailprobe.clock import Clock
-from mailprobe.decode import ParsedMessage, parse_message
-from mailprobe.match import (
-    IncomingMessage,
-    MatchResult,
-    ProbeIndex,
-    SentProbe,
+from mailprobe.examine import (
+    Examined,
+    FreshRows,
+    MatchContext,
+    examine,
+    fresh_rows,
+    guess_json,
+    substance_json,
 )
+from mailprobe.match import ProbeIndex, SentProbe
 from mailprobe.models import AgencyRow, ChannelRow, PersonaRow, ProbeRow, ProbeState
 from mailprobe.models_mail import MessageRow, ParseStatus
 from mailprobe.models_review import Decider, JudgementRow, MatchRow
@@ -41,12 +41,14 @@ __all__ = [
     "RULES_VERSION",
     "ProcessReport",
     "effective_kind",
-    "hand_over",
+    "load_context",
     "probe_timings",
+    "probes_stamp",
     "process_new",
     "propose_effective",
     "refresh_judgements",
     "reprocess",
+    "save_examined",
     "sent_at",
     "sent_message_ids",
 ]
@@ -54,13 +56,11 @@ __all__ = [
 # Any change to these modules may change a kind or a match, so their source is the version.
 _RULE_MODULES = ("mailprobe.charsets", "mailprobe.decode", "mailprobe.quotes",
                  "mailprobe.classify", "mailprobe.match", "mailprobe.probe_details",
-                 "mailprobe.parsing")
+                 "mailprobe.parsing", "mailprobe.examine")
 _BATCH = 200  # messages per transaction: one commit per batch, a short write lock on SQLite
 _REPLY, _ACK, _BOUNCE = MessageKind.REPLY.value, MessageKind.ACKNOWLEDGEMENT.value, "bounce"
 # Kinds whose sender speaks for the agency: their addresses help match its later mail.
 _FROM_AGENCY = (_REPLY, _ACK, MessageKind.AUTO_REPLY.value)
-# The send time is a cue only for automatic mail (a receipt minutes after the probe).
-_TIMED_KINDS = (MessageKind.ACKNOWLEDGEMENT, MessageKind.AUTO_REPLY)
 _MIN_EFFECTIVE_CHARS = 40  # shorter than two sentences: rarely an answer "in detail"
 # The columns of ``messages`` that processing reads and writes (not the raw bytes).
 _SAVED_COLUMNS = (MessageRow.id, MessageRow.classified_at, MessageRow.kind,
@@ -93,11 +93,6 @@ def propose_effective(substance: Substance) -> tuple[bool, str]:
     return True, f"新写内容 {substance.chars} 字，含“{'、'.join(substance.answer_cues)}”"
 
 
-def _substance_json(s: Substance) -> dict[str, Any]:
-    return {"chars": s.chars, "answer_cues": list(s.answer_cues),
-            "referral_cues": list(s.referral_cues), "referral_only": s.referral_only}
-
-
 def _substance(data: Mapping[str, Any]) -> Substance:
     return Substance(int(data.get("chars", 0)), tuple(data.get("answer_cues", ())),
                      tuple(data.get("referral_cues", ())), bool(data.get("referral_only")))
@@ -127,13 +122,6 @@ def _website_domain(url: str | None) -> list[str]:
     return [host.removeprefix("www.")] if host else []
 
 
-@dataclass(frozen=True)
-class _Context:
-    index: ProbeIndex
-    sent_ids: frozenset[str]
-    sent_normalized: frozenset[str] = frozenset()
-
-
 def _agency_addresses(s: Session) -> tuple[dict[int, set[str]], dict[int, set[str]]]:
     """Addresses and domains known for each agency: channels, then senders it answered from."""
     addresses: dict[int, set[str]] = defaultdict(set)
@@ -147,14 +135,20 @@ def _agency_addresses(s: Session) -> tuple[dict[int, set[str]], dict[int, set[st
     learned = (select(ProbeRow.agency_id, MatchRow.from_address).distinct()
                .join(ProbeRow, ProbeRow.probe_id == MatchRow.probe_id)
                .join(MessageRow, MessageRow.id == MatchRow.message_id)
-               .where(effective_kind().in_(_FROM_AGENCY), MatchRow.from_address != ""))
+               # Attached ones only, found by the probe_id index (a range, which SQLite's
+               # planner uses where it scans for IS NOT NULL): reading the kind of every
+               # stored message (its row holds the raw bytes) costs a whole-table scan.
+               .where(MatchRow.probe_id > "", effective_kind().in_(_FROM_AGENCY),
+                      MatchRow.from_address != ""))
     for agency, address in s.execute(learned):
         addresses[agency].add(address.lower())
     return addresses, domains
 
 
-def _load_context(store: Store, secret: bytes) -> _Context:
+def load_context(store: Store, secret: bytes) -> MatchContext:
+    """The sent probes, indexed for the matcher, with the state they were read in."""
     with store.session(write=False) as s:
+        stamp = probes_stamp(s)
         addresses, domains = _agency_addresses(s)
         rows = s.execute(
             select(ProbeRow, AgencyRow.name, ChannelRow.address, PersonaRow.account_id)
@@ -171,7 +165,16 @@ def _load_context(store: Store, secret: bytes) -> _Context:
             p.message_id, p.token, fingerprints(p.details, p.body),
             tuple(sorted(addresses[p.agency_id])), tuple(sorted(domains[p.agency_id]))))
     sent_ids = frozenset(p.message_id for p in probes if p.message_id)
-    return _Context(ProbeIndex(probes, secret), sent_ids, parsing.normalized_ids(sent_ids))
+    return MatchContext(ProbeIndex(probes, secret), sent_ids, stamp)
+
+
+def probes_stamp(s: Session) -> tuple[Any, ...]:
+    """What changes whenever a probe is sent (or stops counting as sent): results computed
+    against another stamp may miss a probe."""
+    row = s.execute(select(func.count(), func.max(ProbeRow.accepted_at),
+                           func.max(ProbeRow.submitted_at), func.max(ProbeRow.sending_at))
+                    .where(_sent_filter())).one()
+    return tuple(row)
 
 
 def sent_message_ids(store: Store) -> frozenset[str]:
@@ -179,105 +182,6 @@ def sent_message_ids(store: Store) -> frozenset[str]:
     with store.session(write=False) as s:
         return frozenset(i for i in s.scalars(select(ProbeRow.message_id)
                                               .where(_sent_filter())) if i)
-
-
-# --- the handoff from the sync's parsing to processing ----------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Handed:
-    facts: parsing.Facts
-    sent_normalized: frozenset[str]  # the sent Message-IDs it was classified with
-    at: float  # time.monotonic() when handed over
-
-
-class _Handoff:
-    """Facts computed by the sync's parsing processes, waiting for ``process_new``: bounded.
-
-    Only an optimisation: a message without facts here (never handed over, over the bound,
-    a restart, another worker) is parsed again from its raw bytes, with the same result.
-    """
-
-    MAX_MESSAGES = 25_000
-    MAX_CHARS = 50_000_000  # text held, about 100 MB; beyond it, messages are not kept
-    MAX_AGE = 15 * 60.0  # seconds: a process that only watches never takes them
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.waiting: dict[int, _Handed] = {}
-        self.chars = 0
-
-    def put(self, items: Iterable[tuple[int, parsing.Facts]],
-            sent_normalized: frozenset[str]) -> None:
-        now = time.monotonic()
-        with self.lock:
-            while self.waiting:  # oldest first (insertion order): expired ones go
-                first = next(iter(self.waiting))
-                if now - self.waiting[first].at < self.MAX_AGE:
-                    break
-                self.chars -= _chars(self.waiting.pop(first).facts)
-            for message_id, f in items:
-                size = _chars(f)
-                if len(self.waiting) >= self.MAX_MESSAGES or self.chars + size > self.MAX_CHARS:
-                    return  # the oldest are kept: processing takes the oldest first
-                old = self.waiting.get(message_id)
-                if old is not None:
-                    self.chars -= _chars(old.facts)
-                self.waiting[message_id] = _Handed(f, sent_normalized, now)
-                self.chars += size
-
-    def take(self, message_id: int, ctx: _Context) -> parsing.Facts | None:
-        """The message's facts if they hold for ``ctx``'s sent Message-IDs."""
-        with self.lock:
-            found = self.waiting.pop(message_id, None)
-            if found is None:
-                return None
-            self.chars -= _chars(found.facts)
-        sent = found.sent_normalized
-        if sent is ctx.sent_normalized or sent == ctx.sent_normalized or all(
-                (i in sent) == (i in ctx.sent_normalized) for i in found.facts.referred):
-            return found.facts
-        return None
-
-    def drop_through(self, message_id: int) -> None:
-        """Forget every message up to ``message_id``: processed, by this call or another."""
-        with self.lock:
-            for i in [i for i in self.waiting if i <= message_id]:
-                self.chars -= _chars(self.waiting.pop(i).facts)
-
-
-def _chars(f: parsing.Facts) -> int:
-    return len(f.new_text) + len(f.quoted_text) + len(f.full_text)
-
-
-_HANDOFFS: weakref.WeakKeyDictionary[Store, _Handoff] = weakref.WeakKeyDictionary()
-_HANDOFFS_LOCK = threading.Lock()
-
-
-def _handoff(store: Store) -> _Handoff:
-    with _HANDOFFS_LOCK:
-        found = _HANDOFFS.get(store)
-        if found is None:
-            found = _HANDOFFS[store] = _Handoff()
-        return found
-
-
-def hand_over(store: Store, items: Iterable[tuple[int, parsing.Facts]],
-              sent_ids: frozenset[str], version: str) -> None:
-    """Keep facts the sync's parsing computed for stored messages, for ``process_new``.
-
-    ``sent_ids``: the sent Message-IDs they were classified with; ``version``: the code
-    version (``parsing.code_version``) of the process that computed them, ignored unless it
-    is this process's.
-    """
-    if version == parsing.code_version():
-        _handoff(store).put(items, parsing.normalized_ids(sent_ids))
-
-
-def _forget_handed(store: Store) -> None:
-    """Drop every message's handed-over facts (for tests and benchmarks)."""
-    with _HANDOFFS_LOCK:
-        _HANDOFFS.pop(store, None)
 
 
 # --- one message through classification and matching ------------------------------------------
@@ -290,49 +194,11 @@ class _Stored:
     received_at: datetime
     raw: bytes
     parse_error: str | None  # set when the message could not be parsed at all
-    facts: parsing.Facts | None = None  # handed over by the sync: no need to parse again
 
 
-@dataclass(frozen=True, slots=True)
-class _Examined:
-    stored: _Stored
-    sender: str
-    subject: str
-    classification: Classification
-    result: MatchResult
-
-
-def _incoming(m: _Stored, f: parsing.Facts, c: Classification, kind: str) -> IncomingMessage:
-    return IncomingMessage(
-        key=str(m.id), account=m.account, received_at=m.received_at,
-        from_address=f.from_address, to_addresses=f.to_addresses, subject=f.subject,
-        in_reply_to=f.in_reply_to, references=f.references, new_text=c.new_text,
-        quoted_text=c.quoted_text, full_text=f.full_text, kind=kind,
-        returned_message_ids=f.returned_message_ids, returned_recipients=c.failed_recipients,
-        message_id=f.message_id)
-
-
-def _examine(ctx: _Context, m: _Stored, human_kind: str | None) -> _Examined:
-    parsed: ParsedMessage | None = None
-    f = m.facts
-    if f is None:  # nothing handed over: parsed here, exactly as the parsing processes do
-        parsed = parse_message(m.raw)
-        f = parsing.facts(parsed, ctx.sent_ids)
-    c = parsing.classification(f)
-    incoming = _incoming(m, f, c, human_kind or c.kind.value)
-    result = ctx.index.match(incoming)
-    if result.probe_id is not None and c.kind in _TIMED_KINDS:
-        # Only now is the probe known, and with it the send time that dates a receipt.
-        sent_at = ctx.index.by_id[result.probe_id].sent_at
-        c = classify(parsed or parse_message(m.raw), sent_message_ids=ctx.sent_ids,
-                     probe_sent_at=sent_at, received_at=m.received_at)
-        if not human_kind and c.kind.value != incoming.kind:
-            result = ctx.index.match(replace(incoming, kind=c.kind.value))
-    if m.parse_error is not None:
-        result = replace(result, probe_id=None, needs_review=True,
-                         evidence=f"could not be parsed ({m.parse_error}); {result.evidence}")
-    sender = incoming.from_address.lower()
-    return _Examined(m, sender, f.subject, c, result)
+def _examine(ctx: MatchContext, m: _Stored, human_kind: str | None) -> Examined:
+    return examine(ctx, m.id, m.account, m.received_at, m.raw, parse_error=m.parse_error,
+                   human_kind=human_kind)
 
 
 # --- storing results --------------------------------------------------------------------------
@@ -366,12 +232,7 @@ class ProcessReport:
                 f"human decisions kept; rules {self.rules_version}")
 
 
-def _guess_json(result: MatchResult) -> list[dict[str, Any]]:
-    return [{"probe_id": g.probe_id, "score": g.score, "rule": g.rule.value,
-             "reasons": list(g.reasons)} for g in result.guesses]
-
-
-def _save(s: Session, ex: _Examined, row: MessageRow, match: MatchRow | None, now: datetime,
+def _save(s: Session, ex: Examined, row: MessageRow, match: MatchRow | None, now: datetime,
           tally: _Tally) -> set[str]:
     """Write one message's classification and match; returns the probes it was and is on."""
     c, r = ex.classification, ex.result
@@ -380,15 +241,15 @@ def _save(s: Session, ex: _Examined, row: MessageRow, match: MatchRow | None, no
     row.evidence, row.new_text = list(c.evidence), c.new_text
     row.classified_at, row.rules_version = now, RULES_VERSION
     if match is None:
-        match = MatchRow(message_id=ex.stored.id, decided_by=Decider.MACHINE, decided_at=now,
+        match = MatchRow(message_id=ex.message_id, decided_by=Decider.MACHINE, decided_at=now,
                          probe_id=None, needs_review=False)
         s.add(match)
     before = match.probe_id
     match.from_address, match.subject = ex.sender[:320], ex.subject
     match.machine_probe_id, match.rule, match.evidence = attached, r.rule.value, r.evidence
-    match.confidence, match.guesses = r.confidence, _guess_json(r)
+    match.confidence, match.guesses = r.confidence, guess_json(r)
     match.substance, match.rules_version, match.matched_at = (
-        _substance_json(c.substance), RULES_VERSION, now)
+        substance_json(c.substance), RULES_VERSION, now)
     if match.decided_by is Decider.HUMAN:
         tally.kept_human += 1
     elif (match.probe_id, match.needs_review) != (attached, r.needs_review):
@@ -400,9 +261,10 @@ def _save(s: Session, ex: _Examined, row: MessageRow, match: MatchRow | None, no
     return {p for p in (before, match.probe_id) if p is not None}
 
 
-def _save_fresh(s: Session, fresh: Sequence[_Examined], now: datetime,
-                tally: _Tally) -> set[str]:
-    """``_save`` for messages processed the first time, as two bulk statements.
+def _save_fresh(s: Session, fresh: Sequence[FreshRows], now: datetime,
+                tally: _Tally | None = None) -> set[str]:
+    """Write messages classified the first time, as two bulk statements; returns the probes
+    they were attached to.
 
     The usual case (every new message): no match row and no human decision yet, so the
     rows are written with one executemany each instead of object by object, which was
@@ -410,34 +272,42 @@ def _save_fresh(s: Session, fresh: Sequence[_Examined], now: datetime,
     """
     if not fresh:
         return set()
-    messages: list[dict[str, Any]] = []
-    matches: list[dict[str, Any]] = []
-    attached_to: set[str] = set()
-    for ex in fresh:
-        c, r = ex.classification, ex.result
-        attached = r.probe_id if r.is_attached else None
-        messages.append({
-            "id": ex.stored.id, "kind": c.kind.value,
-            "bounce_type": c.bounce_type.value if c.bounce_type else None,
-            "evidence": list(c.evidence), "new_text": c.new_text, "classified_at": now,
-            "rules_version": RULES_VERSION})
-        matches.append({
-            "message_id": ex.stored.id, "probe_id": attached, "needs_review": r.needs_review,
-            "decided_by": Decider.MACHINE, "decided_at": now, "from_address": ex.sender[:320],
-            "subject": ex.subject, "machine_probe_id": attached, "rule": r.rule.value,
-            "evidence": r.evidence, "confidence": r.confidence, "guesses": _guess_json(r),
-            "substance": _substance_json(c.substance), "rules_version": RULES_VERSION,
-            "matched_at": now})
-        tally.kinds[c.kind.value] += 1
-        if attached is not None:
-            attached_to.add(attached)
-        tally.attached += attached is not None
-        tally.queued += r.needs_review
-        tally.unmatched += attached is None and not r.needs_review
+    stamp = {"classified_at": now, "rules_version": RULES_VERSION}
+    attached_to = {f.attached for f in fresh if f.attached is not None}
+    if tally is not None:
+        for f in fresh:
+            tally.kinds[f.message["kind"]] += 1
+            tally.attached += f.attached is not None
+            tally.queued += f.match["needs_review"]
+            tally.unmatched += f.attached is None and not f.match["needs_review"]
     s.flush()
-    s.execute(update(MessageRow), messages)  # by primary key, one executemany
-    s.execute(insert(MatchRow), matches)
+    s.execute(update(MessageRow), [{**f.message, **stamp} for f in fresh])  # by primary key
+    s.execute(insert(MatchRow), [{**f.match, "decided_by": Decider.MACHINE, "decided_at": now,
+                                  "rules_version": RULES_VERSION, "matched_at": now}
+                                 for f in fresh])
     return attached_to
+
+
+def save_examined(s: Session, fresh: Sequence[FreshRows], stamp: tuple[Any, ...],
+                  now: datetime) -> int | None:
+    """Record what the sync's parsing classified and matched, in the caller's transaction;
+    returns how many messages were recorded.
+
+    Nothing is recorded (None) if a probe was sent since the probes were read (``stamp``):
+    a message may answer it. Messages already classified, or with a match row, are left
+    alone (another worker's processing got there first; an evaluator's decision stands).
+    """
+    if not fresh:
+        return 0
+    if probes_stamp(s) != stamp:
+        return None
+    ids = [f.message["id"] for f in fresh]
+    open_ids = set(s.scalars(select(MessageRow.id).where(
+        MessageRow.id.in_(ids), MessageRow.classified_at.is_(None)).with_for_update()))
+    open_ids -= set(s.scalars(select(MatchRow.message_id).where(MatchRow.message_id.in_(ids))))
+    recorded = [f for f in fresh if f.message["id"] in open_ids]
+    refresh_judgements(s, _save_fresh(s, recorded, now), now)
+    return len(recorded)
 
 
 def refresh_judgements(s: Session, probe_ids: Iterable[str], now: datetime) -> None:
@@ -477,7 +347,7 @@ def _human_kinds(store: Store, ids: Sequence[int]) -> dict[int, str]:
         return {i: k for i, k in found if k}
 
 
-def _run(store: Store, ctx: _Context, batch: Sequence[_Stored], now: datetime,
+def _run(store: Store, ctx: MatchContext, batch: Sequence[_Stored], now: datetime,
          tally: _Tally, *, only_new: bool) -> None:
     # Parsing and classifying happen outside the write transaction: the lock stays short.
     kinds = _human_kinds(store, [m.id for m in batch])
@@ -492,14 +362,14 @@ def _run(store: Store, ctx: _Context, batch: Sequence[_Stored], now: datetime,
         matches = {r.message_id: r for r in s.scalars(
             select(MatchRow).where(MatchRow.message_id.in_(ids)))}
         touched: set[str] = set()
-        fresh: list[_Examined] = []
+        fresh: list[FreshRows] = []
         for ex in examined:
-            row = rows[ex.stored.id]
+            row = rows[ex.message_id]
             if only_new and row.classified_at is not None:
                 continue
-            match = matches.get(ex.stored.id)
+            match = matches.get(ex.message_id)
             if match is None:
-                fresh.append(ex)
+                fresh.append(fresh_rows(ex))
             else:
                 touched |= _save(s, ex, row, match, now, tally)
         touched |= _save_fresh(s, fresh, now, tally)
@@ -535,14 +405,12 @@ def process_new(store: Store, secret: bytes, *, limit: int = 1000,
             break
         if ctx is None or found[-1].id > known_upto:
             known_upto = _newest_message_id(store)
-            ctx = _load_context(store, secret)
-        handoff = _handoff(store)
+            ctx = load_context(store, secret)
         batch = [_Stored(m.id, m.account, m.internaldate, m.raw,
                          (m.parse_error or "failed") if m.parse_status is ParseStatus.FAILED
-                         else None, handoff.take(m.id, ctx)) for m in found]
+                         else None) for m in found]
         _run(store, ctx, batch, clock.now(), tally, only_new=True)
         after = found[-1].id
-        handoff.drop_through(after)
     return _report(tally)
 
 
@@ -559,7 +427,7 @@ def reprocess(store: Store, secret: bytes, message_ids: Sequence[int] | None = N
     with store.session(write=False) as s:
         ids = list(s.scalars(query.order_by(MessageRow.id)))
     tally = _Tally()
-    ctx = _load_context(store, secret) if ids else None
+    ctx = load_context(store, secret) if ids else None
     for start in range(0, len(ids), _BATCH):
         with store.session(write=False) as s:
             rows = s.execute(select(MessageRow.id, MessageRow.account_id,

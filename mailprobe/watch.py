@@ -6,17 +6,21 @@ import asyncio
 import contextlib
 import logging
 import os
+import pickle
 import ssl
 import sys
 import types
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from multiprocessing import get_context
 
-from mailprobe import mailstore, parsing, process
+from sqlalchemy.orm import Session
+
+from mailprobe import examine, mailstore, parsing, process
 from mailprobe.clock import Clock
 from mailprobe.decode import MAX_BYTES, MAX_PARTS
 from mailprobe.directory import Account
@@ -101,6 +105,7 @@ class MailboxReport:
     failed_ids: tuple[int, ...] = ()
     error: str | None = None
     skipped: str | None = None
+    classified: int = 0  # classified and matched during the sync (given the probe secret)
 
     def line(self) -> str:
         """One line for a person (the CLI and the log)."""
@@ -125,6 +130,10 @@ class SyncReport:
         return sum(m.new for m in self.mailboxes)
 
     @property
+    def classified(self) -> int:
+        return sum(m.classified for m in self.mailboxes)
+
+    @property
     def errors(self) -> tuple[MailboxReport, ...]:
         return tuple(m for m in self.mailboxes if m.error)
 
@@ -146,10 +155,7 @@ def _as_outcome(found: parsing.Outcome) -> ParseOutcome:
 
 def _parse_many(items: Sequence[tuple[int, bytes]], max_bytes: int,
                 max_parts: int) -> list[ParseOutcome]:
-    return [_as_outcome(o) for o, _ in parsing.parse_many(items, max_bytes, max_parts)[1]]
-
-
-_Parsed = tuple[str, list[tuple[parsing.Outcome, parsing.Facts | None]]]  # parsing.parse_many
+    return [_as_outcome(o) for o in parsing.parse_many(items, max_bytes, max_parts)]
 
 
 def _parse_pending(store: Store, clock: Clock, policy: WatchPolicy, limit: int = 500) -> int:
@@ -167,6 +173,7 @@ def _parse_pending(store: Store, clock: Clock, policy: WatchPolicy, limit: int =
 
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
+_Item = tuple[int, bytes, datetime]  # a stored message to parse: id, raw, INTERNALDATE
 
 
 def shutdown_parsers() -> None:
@@ -178,17 +185,17 @@ def shutdown_parsers() -> None:
 def _pool(workers: int) -> ProcessPoolExecutor:
     """Worker processes for parsing, started once: parsing is CPU-bound, fetching is not.
 
-    All of them start at once, each importing only ``mailprobe.parsing`` (the decoder and
-    the classifier), not the program's main module, which spawn would otherwise run again
-    in every worker (the CLI's or a script's imports: the store, SQLAlchemy, pandas; a
-    second or more).
+    All of them start at once, each importing only ``mailprobe.examine`` (the decoder, the
+    classifier and the matcher), not the program's main module, which spawn would
+    otherwise run again in every worker (the CLI's or a script's imports: the store,
+    SQLAlchemy, pandas; a second or more).
     """
     if workers not in _POOLS:
         # spawn, not fork: the watcher has threads (asyncio.to_thread) when it starts one
         pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
         with _plain_main():
             for _ in range(workers):  # the processes start on submit, here
-                pool.submit(parsing.ready)
+                pool.submit(examine.ready)
         _POOLS[workers] = pool
     return _POOLS[workers]
 
@@ -219,29 +226,39 @@ class _Pipeline:
     commit. The parsing processes get at most ``parse_workers + 1`` batches at a time (one
     queued behind the running ones); beyond that the store waits, which in turn holds
     back the fetch, so memory stays bounded.
+
+    Given the probe secret, the parsing processes also classify and match each message
+    (``examine``) against the sent probes as they were when the sync started, and the
+    results are recorded with the parse status: a first sync then leaves processing
+    nothing to do, instead of every message being read back and parsed a second time.
+    Results are not recorded if a probe was sent meanwhile (processing does those
+    messages); the probes are then read again for the rest of the sync.
     """
 
     _MAX_QUEUED = 2  # fetched batches waiting for the store before the fetch waits too
 
     def __init__(self, store: Store, account: str, folder: str, uidvalidity: int,
-                 clock: Clock, policy: WatchPolicy,
-                 sent_ids: frozenset[str] | None = None) -> None:
+                 clock: Clock, policy: WatchPolicy, secret: bytes | None = None) -> None:
         self.store, self.account, self.folder, self.uidvalidity = (
             store, account, folder, uidvalidity)
-        self.clock, self.policy = clock, policy
-        # The sent Message-IDs: given them, the parsing also classifies and hands the facts
-        # over to processing (``process.hand_over``), which then need not parse again.
-        self.sent_ids = sent_ids
+        self.clock, self.policy, self.secret = clock, policy, secret
         self.new: list[int] = []
         self.failed: list[int] = []
-        self.duplicates = self.defects = self.truncated = 0
+        self.duplicates = self.defects = self.truncated = self.classified = 0
         self._queue: list[tuple[Sequence[Fetched], int]] = []  # fetched, not stored yet
         self._queued_bytes = 0
         self._storing: asyncio.Task[None] | None = None
         self._stored = asyncio.Event()  # set after each commit (or failure)
         self._ready: list[ParseOutcome] = []
-        self._parsing: dict[asyncio.Future[_Parsed], list[tuple[int, bytes]]] = {}
-        self._orphans: list[tuple[int, bytes]] = []  # their parsing process died
+        self._rows: list[examine.FreshRows] = []  # classified and matched, not recorded yet
+        # Batches in the parsing processes, with the key of the context they went with.
+        self._parsing: dict[asyncio.Future[examine.Examinations], tuple[list[_Item], str]] = {}
+        self._orphans: list[_Item] = []  # to parse here: few, or their parsing process died
+        self._unexamined: list[_Item] = []  # parsed by a process that lacked the context
+        self._context: examine.MatchContext | None = None
+        self._key, self._blob = "", b""  # the context as sent to the parsing processes
+        self._holding: set[int] = set()  # the parsing processes that hold it (their pids)
+        self._stale = False  # a probe was sent since the context was read
 
     async def add(self, fetched: Sequence[Fetched], advance_to: int) -> None:
         """Queue a fetched batch for storing; returns once the fetch may go on."""
@@ -276,21 +293,23 @@ class _Pipeline:
         take, self._queue = self._queue[:self._MAX_QUEUED], self._queue[self._MAX_QUEUED:]
         self._queued_bytes = sum(len(f.raw) for batch, _ in self._queue for f in batch)
         fetched = [f for batch, _ in take for f in batch]
-        outcomes = self._take()
+        outcomes, rows = self._take()
         try:
             stored = await asyncio.to_thread(
                 mailstore.store_fetched, self.store, self.account, self.folder,
                 self.uidvalidity, fetched, now=self.clock.now(), advance_to=take[-1][1],
-                outcomes=outcomes)
+                outcomes=outcomes, also=self._recorder(rows))
         except BaseException:
             self._ready[:0] = outcomes  # not recorded: ``finish`` tries again
+            self._rows[:0] = rows
             self._queue[:0] = take  # not stored (and never will be by this pipeline)
             raise
         self._count(outcomes)
         self.new += [mid for mid, _ in stored.new]
         self.duplicates += stored.duplicates
         self.truncated += stored.truncated
-        items = [(mid, fetched[i].raw) for mid, i in stored.new]
+        items = [(mid, fetched[i].raw, fetched[i].internaldate) for mid, i in stored.new]
+        await self._refresh_context(bool(items))
         p = self.policy
         if len(items) < p.parse_pool_min:
             self._orphans += items  # a few: parsed here, no process start-up
@@ -301,43 +320,91 @@ class _Pipeline:
             await asyncio.wait(self._parsing, return_when=asyncio.FIRST_COMPLETED)
             self._collect()
         await self._parse_here()
+        blob = None
+        if self._context is not None and len(self._holding) < p.parse_workers:
+            # The context goes with each batch until every parsing process holds it.
+            self._blob = self._blob or pickle.dumps(self._context)
+            blob = self._blob
         self._parsing[asyncio.wrap_future(_pool(p.parse_workers).submit(
-            parsing.parse_many, items, p.parse_bytes, p.parse_parts, self.sent_ids))] = items
+            examine.parse_and_examine, items, self.account, p.parse_bytes, p.parse_parts,
+            self._key, blob))] = (items, self._key)
+
+    async def _refresh_context(self, needed: bool) -> None:
+        """Read the sent probes when first needed, and again after one was sent."""
+        if self.secret is None or not needed or (self._context is not None
+                                                  and not self._stale):
+            return
+        self._context = await asyncio.to_thread(process.load_context, self.store, self.secret)
+        self._rows.clear()  # matched against the old probes: processing does those messages
+        self._key = uuid.uuid4().hex
+        self._blob = b""  # pickled when a parsing process first needs it
+        self._holding.clear()
+        self._stale = False
+
+    def _recorder(self, rows: list[examine.FreshRows]) -> Callable[[Session], None] | None:
+        """Records ``rows`` in the store's transaction, unless a probe was sent meanwhile."""
+        context = self._context
+        if not rows or context is None:
+            return None
+
+        def record(s: Session) -> None:
+            recorded = process.save_examined(s, rows, context.stamp, self.clock.now())
+            if recorded is None:
+                self._stale = True
+            else:
+                self.classified += recorded
+        return record
 
     async def _parse_here(self) -> None:
         orphans, self._orphans = self._orphans, []
+        unexamined, self._unexamined = self._unexamined, []
+        p = self.policy
         if orphans:
-            p = self.policy
-            self._done(await asyncio.to_thread(parsing.parse_many, orphans, p.parse_bytes,
-                                               p.parse_parts, self.sent_ids))
+            self._done(await asyncio.to_thread(
+                examine.examine_many, self._context, orphans, self.account, p.parse_bytes,
+                p.parse_parts), orphans)
+        if unexamined and self._context is not None:
+            # Parsed already (the outcomes are recorded): only the rows are wanted.
+            found = await asyncio.to_thread(examine.examine_many, self._context, unexamined,
+                                            self.account, p.parse_bytes, p.parse_parts)
+            self._rows += [rows for _, rows in found if rows is not None]
 
-    def _done(self, parsed: _Parsed) -> None:
-        version, results = parsed
+    def _done(self, results: list[examine.Examination], items: list[_Item],
+              examined: bool = True) -> None:
         self._ready += [_as_outcome(o) for o, _ in results]
-        if self.sent_ids is not None:
-            try:
-                process.hand_over(self.store, [(o[0], f) for o, f in results if f is not None],
-                                  self.sent_ids, version)
-            except Exception:  # only saves a second parse: processing parses them instead
-                log.exception("handing parsed messages over to processing failed")
+        if examined:
+            self._rows += [rows for _, rows in results if rows is not None]
+        elif self._context is not None:
+            self._unexamined += items
 
     def _collect(self) -> None:
         for future in [f for f in self._parsing if f.done()]:
-            items = self._parsing.pop(future)
+            items, key = self._parsing.pop(future)
             try:
-                self._done(future.result())
+                found = future.result()
             except BrokenProcessPool:  # a worker died (out of memory?): parse them here
                 broken = _POOLS.pop(self.policy.parse_workers, None)
                 if broken is not None:
                     broken.shutdown(wait=False, cancel_futures=True)
+                self._holding.clear()
                 log.warning("a parsing process died; parsing %d messages in-process",
                             len(items))
                 self._orphans += items
+                continue
+            if found.examined and key == self._key:
+                self._holding.add(found.pid)
+            if key != self._key:  # matched against old probes: processing does them
+                self._ready += [_as_outcome(o) for o, _ in found.results]
+                continue
+            # Results from other code (an upgrade while the pool ran) are examined again.
+            self._done(found.results, items,
+                       found.examined and found.version == parsing.code_version())
 
-    def _take(self) -> list[ParseOutcome]:
+    def _take(self) -> tuple[list[ParseOutcome], list[examine.FreshRows]]:
         self._collect()
         outcomes, self._ready = self._ready, []
-        return outcomes
+        rows, self._rows = self._rows, []
+        return outcomes, rows
 
     def _count(self, outcomes: Sequence[ParseOutcome]) -> None:
         self.failed += [o.message_id for o in outcomes if o.status is ParseStatus.FAILED]
@@ -361,9 +428,9 @@ class _Pipeline:
                 await asyncio.wait(self._parsing)
             self._collect()
             await self._parse_here()
-            outcomes = self._take()
+            outcomes, rows = self._take()
             await asyncio.to_thread(mailstore.mark_parsed, self.store, outcomes,
-                                    now=self.clock.now())
+                                    now=self.clock.now(), also=self._recorder(rows))
             self._count(outcomes)
 
 
@@ -400,8 +467,8 @@ class _FolderFailed(Exception):
 
 
 async def _sync_folder(session: ImapSession, store: Store, account: Account, folder: str,
-                       clock: Clock, policy: WatchPolicy,
-                       lease: _Lease | None = None) -> MailboxReport:
+                       clock: Clock, policy: WatchPolicy, lease: _Lease | None = None,
+                       secret: bytes | None = None) -> MailboxReport:
     """Fetch and store what is new in one folder; _FolderFailed (or ImapError) if it breaks."""
     before = session.traffic.copy()
     selected = await session.select(folder)
@@ -411,8 +478,7 @@ async def _sync_folder(session: ImapSession, store: Store, account: Account, fol
         top = selected.uidnext - 1
     else:  # RFC 3501 requires UIDNEXT, but a missing one must not stop the sync
         top = (await session.last_uid() or 0) if selected.exists else 0
-    sent = await asyncio.to_thread(process.sent_message_ids, store)
-    pipe = _Pipeline(store, account.id, folder, selected.uidvalidity, clock, policy, sent)
+    pipe = _Pipeline(store, account.id, folder, selected.uidvalidity, clock, policy, secret)
     if top - opened.last_uid >= max(policy.parse_pool_min, 1):
         _pool(policy.parse_workers)  # its processes start while the first batch is fetched
 
@@ -421,7 +487,7 @@ async def _sync_folder(session: ImapSession, store: Store, account: Account, fol
         return MailboxReport(account.id, folder, selected.uidvalidity, len(pipe.new),
                              pipe.duplicates, len(pipe.failed), pipe.defects, pipe.truncated,
                              opened.resync, spent["FETCH"], spent["bytes"], tuple(pipe.new),
-                             tuple(pipe.failed), error)
+                             tuple(pipe.failed), error, classified=pipe.classified)
 
     try:
         first = opened.last_uid + 1
@@ -474,8 +540,12 @@ def _log_unexpected(exc: Exception, account: str, folder: str) -> None:
 async def sync_account(store: Store, account: Account, password: str, clock: Clock, *,
                        folders: Sequence[str] | None = None,
                        policy: WatchPolicy | None = None,
-                       leases: Mapping[str, _Lease] | None = None) -> SyncReport:
+                       leases: Mapping[str, _Lease] | None = None,
+                       secret: bytes | None = None) -> SyncReport:
     """One connection, each folder synced in turn; errors are reported, never raised.
+
+    Given the probe ``secret``, new messages are also classified and matched as they are
+    parsed (what ``process.process_new`` would do with them afterwards).
 
     Only UIDs above the stored ``last_uid`` of the same UIDVALIDITY are fetched. A folder
     the server refuses (say, no Junk folder) is reported and the others still synced; a
@@ -495,7 +565,7 @@ async def sync_account(store: Store, account: Account, password: str, clock: Clo
             lease = (leases or {}).get(folder)
             try:
                 reports.append(await _sync_folder(session, store, account, folder, clock,
-                                                  policy, lease))
+                                                  policy, lease, secret))
             except Exception as exc:  # reported per mailbox; a bad one never stops the rest
                 _log_unexpected(exc, account.id, folder)
                 reports.append(_failure(exc, account.id, folder))
@@ -509,13 +579,14 @@ async def sync_account(store: Store, account: Account, password: str, clock: Clo
 async def sync_mailboxes(store: Store, accounts: Sequence[Account] | None,
                          passwords: Mapping[str, str], clock: Clock, worker_id: str, *,
                          policy: WatchPolicy | None = None,
-                         due_only: bool = True) -> SyncReport:
+                         due_only: bool = True, secret: bytes | None = None) -> SyncReport:
     """Sync every watched mailbox this worker can lease; the worker's tick calls this.
 
     ``accounts``: None for every account in the store's directory. Each mailbox (account,
     folder) is leased first, so one worker syncs it at a time; the leases are released at
     the end. A mailbox that failed waits out its backoff (``due_only``) before the next
-    try. Messages a crash left stored but unparsed are parsed first.
+    try. Messages a crash left stored but unparsed are parsed first. Given the probe
+    ``secret``, new messages are also classified and matched (see ``sync_account``).
     """
     policy = policy or WatchPolicy()
     if accounts is None:
@@ -538,7 +609,7 @@ async def sync_mailboxes(store: Store, accounts: Sequence[Account] | None,
                   for f in folders}
         async with limit:
             return await sync_account(store, account, password, clock, folders=folders,
-                                      policy=policy, leases=leases)
+                                      policy=policy, leases=leases, secret=secret)
 
     try:
         done = await asyncio.gather(*(one(a) for a in accounts

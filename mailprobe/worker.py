@@ -69,16 +69,20 @@ async def _watch_and_process(w: Worker, report: TickReport) -> TickReport:
     never stops the sending part of the next tick.
     """
     try:
-        synced = await sync_mailboxes(w.store, None, w.passwords, w.clock, w.worker_id,
-                                      policy=w.watch_policy)
         secret = await asyncio.to_thread(token_secret, w.store)
+        # The sync classifies and matches what it fetches; processing does what it left
+        # (messages matched against probes sent meanwhile, a crash's leftovers).
+        synced = await sync_mailboxes(w.store, None, w.passwords, w.clock, w.worker_id,
+                                      policy=w.watch_policy, secret=secret)
         processed = await asyncio.to_thread(process_new, w.store, secret, limit=1000,
                                             clock=w.clock)
     except MailprobeError as error:
         log.error("watching: %s", error.one_line())
         return report
-    log.info("%s", processed.line())
-    return replace(report, received=synced.new, processed=processed.processed)
+    if processed.processed:
+        log.info("%s", processed.line())
+    return replace(report, received=synced.new,
+                   processed=synced.classified + processed.processed)
 
 
 class _Ticker:
