@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
 from sqlalchemy import (
+    JSON,
     ColumnElement,
     Connection,
     Table,
@@ -41,11 +42,13 @@ __all__ = [
     "acquire_leases",
     "advance",
     "get_state",
+    "insert_new",
     "mark_failed",
     "mark_parsed",
     "open_mailbox",
     "pending_parse",
     "record_error",
+    "record_parsed",
     "release_leases",
     "renew_lease",
     "store_fetched",
@@ -112,8 +115,11 @@ def _rows(conn: Connection, table: Table, columns: Sequence[str],
     values: list[list[Any]] = []
     for c in columns:  # column by column: one bind processor call per distinct value
         column = [r[c] for r in rows]
-        process = table.c[c].type.bind_processor(conn.dialect)
-        if process is not None:
+        kind = table.c[c].type
+        process = kind.bind_processor(conn.dialect)
+        if process is not None and isinstance(kind, JSON):  # lists and dicts: not hashable
+            column = [process(v) for v in column]
+        elif process is not None:
             done: dict[Any, Any] = {}  # a batch shares fetched_at, parsed_at, account, folder
             column = [done[v] if v in done else done.setdefault(v, process(v)) for v in column]
         values.append(column)
@@ -124,9 +130,9 @@ def _dialect_insert(conn: Connection, table: Table) -> Any:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
-def _insert(conn: Connection, table: Table, unique: Sequence[str],
-            rows: Sequence[Mapping[str, Any]]) -> None:
-    """INSERT ... ON CONFLICT (unique) DO NOTHING for many rows."""
+def insert_new(conn: Connection, table: Table, unique: Sequence[str],
+               rows: Sequence[Mapping[str, Any]]) -> None:
+    """INSERT ... ON CONFLICT (unique) DO NOTHING for many rows, at DBAPI speed."""
     if not rows:
         return
     if conn.dialect.name != "sqlite":
@@ -151,7 +157,7 @@ def _insert_messages(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
                              .where(_MESSAGES.c.sha256.in_([r["sha256"] for r in rows])))
                 .scalars())
     fresh = [r for r in rows if r["sha256"] not in known]
-    _insert(conn, _MESSAGES, ("sha256",), fresh)
+    insert_new(conn, _MESSAGES, ("sha256",), fresh)
     return {r["sha256"] for r in fresh}
 
 
@@ -190,11 +196,11 @@ def store_fetched(store: Store, account: str, folder: str, uidvalidity: int,
             ids = {sha: i for sha, i in conn.execute(
                 select(_MESSAGES.c.sha256, _MESSAGES.c.id)
                 .where(_MESSAGES.c.sha256.in_(list(rows))))}
-            _insert(conn, _LOCATIONS, ("account_id", "folder", "uidvalidity", "uid"),
+            insert_new(conn, _LOCATIONS, ("account_id", "folder", "uidvalidity", "uid"),
                     [{"message_id": ids[d], "account_id": account, "folder": folder,
                       "uidvalidity": uidvalidity, "uid": m.uid, "internaldate": m.internaldate}
                      for d, m in zip(digests, messages, strict=True)])
-        _mark(conn, outcomes, now)
+        record_parsed(conn, outcomes, now)
         if also is not None:
             also(s)
         if advance_to is not None:
@@ -232,30 +238,48 @@ def mark_parsed(store: Store, outcomes: Sequence[ParseOutcome], *, now: datetime
     and in the same transaction whatever ``also`` writes with the session."""
     if outcomes or also is not None:
         with store.session() as s:
-            _mark(s.connection(), outcomes, now)
+            record_parsed(s.connection(), outcomes, now)
             if also is not None:
                 also(s)
 
 
-_MARK_COLUMNS = ("parse_status", "parse_error", "header_message_id", "header_date", "parsed_at",
-                 "id")
+_MARK_COLUMNS = ("parse_status", "parse_error", "header_message_id", "header_date", "parsed_at")
+# What classification writes (``process``); recorded with the parse status when both are known.
+CLASSIFY_COLUMNS = ("kind", "bounce_type", "evidence", "new_text", "classified_at",
+                    "rules_version")
 
 
-def _mark(conn: Connection, outcomes: Sequence[ParseOutcome], now: datetime) -> None:
-    if not outcomes:
+def record_parsed(conn: Connection, outcomes: Sequence[ParseOutcome], now: datetime,
+                  classified: Mapping[int, Mapping[str, Any]] | None = None) -> None:
+    """Record parse outcomes and the classification (``CLASSIFY_COLUMNS``, by message id)
+    of the messages in ``classified``: one UPDATE per message, however many of the two."""
+    parsed = {o.message_id: {
+        "parse_status": o.status, "parse_error": o.error,
+        "header_message_id": (o.header_message_id or None) and o.header_message_id[:998],
+        "header_date": o.header_date or None, "parsed_at": now, "id": o.message_id}
+        for o in outcomes}
+    classified = classified or {}
+    _update_by_id(conn, (*_MARK_COLUMNS, *CLASSIFY_COLUMNS),
+                  [{**row, **classified[i]} for i, row in parsed.items() if i in classified])
+    _update_by_id(conn, _MARK_COLUMNS,
+                  [row for i, row in parsed.items() if i not in classified])
+    _update_by_id(conn, CLASSIFY_COLUMNS,
+                  [{**c, "id": i} for i, c in classified.items() if i not in parsed])
+
+
+def _update_by_id(conn: Connection, columns: Sequence[str],
+                  rows: Sequence[Mapping[str, Any]]) -> None:
+    """UPDATE messages SET ``columns`` WHERE id = each row's id, for many rows."""
+    if not rows:
         return
-    rows = [{"parse_status": o.status, "parse_error": o.error,
-             "header_message_id": (o.header_message_id or None) and o.header_message_id[:998],
-             "header_date": o.header_date or None, "parsed_at": now, "id": o.message_id}
-            for o in outcomes]
     if conn.dialect.name != "sqlite":
         conn.execute(update(_MESSAGES).where(_MESSAGES.c.id == bindparam("b_id"))
-                     .values({c: bindparam(f"b_{c}") for c in _MARK_COLUMNS[:-1]}),
-                     [{f"b_{k}": v for k, v in r.items()} for r in rows])
+                     .values({c: bindparam(f"b_{c}") for c in columns}),
+                     [{f"b_{c}": r[c] for c in (*columns, "id")} for r in rows])
         return
     conn.exec_driver_sql(
-        f"UPDATE messages SET {', '.join(f'{c} = ?' for c in _MARK_COLUMNS[:-1])} WHERE id = ?",
-        _rows(conn, _MESSAGES, _MARK_COLUMNS, rows))
+        f"UPDATE messages SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?",
+        _rows(conn, _MESSAGES, (*columns, "id"), rows))
 
 
 def mark_failed(store: Store, message_id: int, error: str, *, now: datetime) -> None:
@@ -288,7 +312,7 @@ def _state(row: MailboxStateRow) -> MailboxState:
 
 
 def _ensure(s: Session, store: Store, mailboxes: Sequence[Mailbox]) -> None:
-    _insert(s.connection(), _STATES, ("account_id", "folder"),
+    insert_new(s.connection(), _STATES, ("account_id", "folder"),
             [{"account_id": a, "folder": f, "last_uid": 0, "consecutive_errors": 0,
               "resyncs": 0} for a, f in mailboxes])
 

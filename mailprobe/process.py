@@ -9,10 +9,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
-from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, func, or_, select
 from sqlalchemy.orm import Session, load_only
 
 from mailprobe import mailstore
@@ -63,6 +63,7 @@ _REPLY, _ACK, _BOUNCE = MessageKind.REPLY.value, MessageKind.ACKNOWLEDGEMENT.val
 _FROM_AGENCY = (_REPLY, _ACK, MessageKind.AUTO_REPLY.value)
 _MIN_EFFECTIVE_CHARS = 40  # shorter than two sentences: rarely an answer "in detail"
 # The columns of ``messages`` that processing reads and writes (not the raw bytes).
+_MATCHES = cast(Table, MatchRow.__table__)
 _SAVED_COLUMNS = (MessageRow.id, MessageRow.classified_at, MessageRow.kind,
                   MessageRow.bounce_type, MessageRow.evidence, MessageRow.new_text,
                   MessageRow.rules_version)
@@ -262,17 +263,16 @@ def _save(s: Session, ex: Examined, row: MessageRow, match: MatchRow | None, now
 
 
 def _save_fresh(s: Session, fresh: Sequence[FreshRows], now: datetime,
-                tally: _Tally | None = None) -> set[str]:
-    """Write messages classified the first time, as two bulk statements; returns the probes
-    they were attached to.
+                tally: _Tally | None = None,
+                outcomes: Sequence[mailstore.ParseOutcome] = ()) -> set[str]:
+    """Write messages classified the first time, with their parse ``outcomes`` if given:
+    one UPDATE per message and one INSERT per match, at DBAPI speed. Returns the probes they
+    were attached to.
 
     The usual case (every new message): no match row and no human decision yet, so the
-    rows are written with one executemany each instead of object by object, which was
-    most of the cost of processing.
+    rows are written in bulk instead of object by object, which was most of the cost of
+    processing.
     """
-    if not fresh:
-        return set()
-    stamp = {"classified_at": now, "rules_version": RULES_VERSION}
     attached_to = {f.attached for f in fresh if f.attached is not None}
     if tally is not None:
         for f in fresh:
@@ -281,32 +281,36 @@ def _save_fresh(s: Session, fresh: Sequence[FreshRows], now: datetime,
             tally.queued += f.match["needs_review"]
             tally.unmatched += f.attached is None and not f.match["needs_review"]
     s.flush()
-    s.execute(update(MessageRow), [{**f.message, **stamp} for f in fresh])  # by primary key
-    s.execute(insert(MatchRow), [{**f.match, "decided_by": Decider.MACHINE, "decided_at": now,
-                                  "rules_version": RULES_VERSION, "matched_at": now}
-                                 for f in fresh])
+    conn = s.connection()
+    stamp = {"classified_at": now, "rules_version": RULES_VERSION}
+    mailstore.record_parsed(conn, outcomes, now,
+                            {f.message["id"]: {**f.message, **stamp} for f in fresh})
+    mailstore.insert_new(conn, _MATCHES, ("message_id",), [
+        {**f.match, "decided_by": Decider.MACHINE, "decided_at": now, "human_kind": None,
+         "rules_version": RULES_VERSION, "matched_at": now} for f in fresh])
     return attached_to
 
 
-def save_examined(s: Session, fresh: Sequence[FreshRows], stamp: tuple[Any, ...],
+def save_examined(s: Session, outcomes: Sequence[mailstore.ParseOutcome],
+                  fresh: Sequence[FreshRows], stamp: tuple[Any, ...],
                   now: datetime) -> int | None:
-    """Record what the sync's parsing classified and matched, in the caller's transaction;
-    returns how many messages were recorded.
+    """Record parse ``outcomes`` and what the sync's parsing classified and matched, in the
+    caller's transaction; returns how many messages were classified.
 
-    Nothing is recorded (None) if a probe was sent since the probes were read (``stamp``):
-    a message may answer it. Messages already classified, or with a match row, are left
-    alone (another worker's processing got there first; an evaluator's decision stands).
+    No classification is recorded (None) if a probe was sent since the probes were read
+    (``stamp``): a message may answer it. Messages already classified, or with a match row,
+    are left alone (another worker's processing got there first; an evaluator's decision
+    stands).
     """
-    if not fresh:
-        return 0
-    if probes_stamp(s) != stamp:
+    if fresh and probes_stamp(s) != stamp:
+        mailstore.record_parsed(s.connection(), outcomes, now)
         return None
     ids = [f.message["id"] for f in fresh]
     open_ids = set(s.scalars(select(MessageRow.id).where(
         MessageRow.id.in_(ids), MessageRow.classified_at.is_(None)).with_for_update()))
     open_ids -= set(s.scalars(select(MatchRow.message_id).where(MatchRow.message_id.in_(ids))))
     recorded = [f for f in fresh if f.message["id"] in open_ids]
-    refresh_judgements(s, _save_fresh(s, recorded, now), now)
+    refresh_judgements(s, _save_fresh(s, recorded, now, outcomes=outcomes), now)
     return len(recorded)
 
 

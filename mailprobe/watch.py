@@ -294,11 +294,12 @@ class _Pipeline:
         self._queued_bytes = sum(len(f.raw) for batch, _ in self._queue for f in batch)
         fetched = [f for batch, _ in take for f in batch]
         outcomes, rows = self._take()
+        parsed, record = self._recorder(outcomes, rows)
         try:
             stored = await asyncio.to_thread(
                 mailstore.store_fetched, self.store, self.account, self.folder,
                 self.uidvalidity, fetched, now=self.clock.now(), advance_to=take[-1][1],
-                outcomes=outcomes, also=self._recorder(rows))
+                outcomes=parsed, also=record)
         except BaseException:
             self._ready[:0] = outcomes  # not recorded: ``finish`` tries again
             self._rows[:0] = rows
@@ -341,19 +342,23 @@ class _Pipeline:
         self._holding.clear()
         self._stale = False
 
-    def _recorder(self, rows: list[examine.FreshRows]) -> Callable[[Session], None] | None:
-        """Records ``rows`` in the store's transaction, unless a probe was sent meanwhile."""
+    def _recorder(self, outcomes: list[ParseOutcome], rows: list[examine.FreshRows]
+                  ) -> tuple[list[ParseOutcome], Callable[[Session], None] | None]:
+        """What the store records of the parsing: the outcomes it records itself, and a
+        function that records the rest (outcomes with their classification) in its
+        transaction, unless a probe was sent meanwhile (then only the outcomes)."""
         context = self._context
         if not rows or context is None:
-            return None
+            return outcomes, None
 
         def record(s: Session) -> None:
-            recorded = process.save_examined(s, rows, context.stamp, self.clock.now())
-            if recorded is None:
+            classified = process.save_examined(s, outcomes, rows, context.stamp,
+                                               self.clock.now())
+            if classified is None:
                 self._stale = True
             else:
-                self.classified += recorded
-        return record
+                self.classified += classified
+        return [], record
 
     async def _parse_here(self) -> None:
         orphans, self._orphans = self._orphans, []
@@ -429,8 +434,9 @@ class _Pipeline:
             self._collect()
             await self._parse_here()
             outcomes, rows = self._take()
-            await asyncio.to_thread(mailstore.mark_parsed, self.store, outcomes,
-                                    now=self.clock.now(), also=self._recorder(rows))
+            parsed, record = self._recorder(outcomes, rows)
+            await asyncio.to_thread(mailstore.mark_parsed, self.store, parsed,
+                                    now=self.clock.now(), also=record)
             self._count(outcomes)
 
 

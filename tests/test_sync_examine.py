@@ -161,12 +161,12 @@ def test_save_examined_refuses_results_of_another_stamp(tmp_path: Path) -> None:
                                                   internaldate(raw), raw))
         _send_one_more(store)
         with store.session() as s:
-            assert stage.save_examined(s, [rows], ctx.stamp, NOW) is None
+            assert stage.save_examined(s, [], [rows], ctx.stamp, NOW) is None
         with store.session() as s:
-            assert stage.save_examined(s, [rows], stage.load_context(
+            assert stage.save_examined(s, [], [rows], stage.load_context(
                 store, token_secret(store, env={})).stamp, NOW) == 1
         with store.session() as s:  # recorded once: a second time changes nothing
-            assert stage.save_examined(s, [rows], stage.load_context(
+            assert stage.save_examined(s, [], [rows], stage.load_context(
                 store, token_secret(store, env={})).stamp, NOW) == 0
 
 
