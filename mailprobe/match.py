@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from bisect import bisect_right
@@ -188,6 +189,7 @@ _ANGLED = re.compile(r"<([^<>]*)>")
 _SPACE = re.compile(r"\s+")
 # A token wrapped by a quoting client: line break, indentation and "> " markers inside it.
 _QUOTED_WRAP = re.compile(r"[ \t]*\r?\n[\s>]*")
+_WRAP_BYTES = bytes(c for c in range(128) if chr(c).isspace()) + b">"  # ASCII \s, and ">"
 # The shortest token a one-byte probe id makes, in base32 characters.
 _TOKEN_RUN = re.compile(rb"[a-zA-Z2-7]{%d}" % -(-(1 + MAC_BYTES) * 8 // 5))
 
@@ -444,6 +446,7 @@ _BLOCK = "不能采用："
 _BEIJING = ZoneInfo("Asia/Shanghai")
 
 
+@functools.lru_cache(maxsize=4096)  # a campaign's send times recur in every message's guesses
 def _at(when: datetime) -> str:
     """An instant in the evidence: Beijing time, as the evaluators read it."""
     return when.astimezone(_BEIJING).strftime("%Y-%m-%d %H:%M:%S")
@@ -515,6 +518,12 @@ def _rule_token_plus_address(ix: ProbeIndex, m: _Msg) -> list[Guess]:
 
 
 def _body_tokens(text: str) -> list[str]:
+    # Deleting the non-ASCII characters, the ASCII whitespace and the quote markers (all
+    # that unwrapping may delete) only joins runs, so a text with no long enough run left
+    # has no token, wrapped or not: on Chinese mail this one pass saves the two searches
+    # below (unwrapping costs the most).
+    if not _TOKEN_RUN.search(text.encode("ascii", "ignore").translate(None, _WRAP_BYTES)):
+        return []
     tokens = _tokens(text)
     if "\n" in text:
         tokens += [t for t in _tokens(_QUOTED_WRAP.sub("", text)) if t not in tokens]

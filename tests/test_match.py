@@ -514,3 +514,29 @@ def test_a_realistic_mix_attaches_most_messages_and_never_a_wrong_probe() -> Non
     attached = [r for r in results if r.probe_id is not None]
     assert len(attached) / len(results) > 0.6
     assert all(r.confidence >= 0.8 and not r.needs_review for r in attached)
+
+
+def _body_tokens_unfiltered(text: str) -> list[str]:
+    """``_body_tokens`` without its quick rejection: what it must agree with."""
+    from mailprobe.match import _QUOTED_WRAP, _tokens
+    tokens = _tokens(text)
+    if "\n" in text:
+        tokens += [t for t in _tokens(_QUOTED_WRAP.sub("", text)) if t not in tokens]
+    return tokens
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="请问您的来信已收到 \t\r\n>\x0b\x1c abcXYZ234=", max_size=60),
+       st.integers(0, 999), st.lists(st.integers(1, 40), max_size=3),
+       st.sampled_from(["\n> ", "\r\n>> ", " \n\t", "\n\x1c>", "\n \u3000", "\x0b\n"]),
+       st.text(alphabet="续复 xyz\n>", max_size=30), st.booleans())
+def test_quick_rejection_of_token_free_text_never_loses_a_token(
+        before: str, pid: int, cuts: list[int], wrap: str, after: str, present: bool) -> None:
+    from mailprobe.match import _body_tokens
+    token = make_token(f"r1-{pid:05d}", b"secret-for-wrapping-tests")
+    for cut in sorted(set(cuts), reverse=True):  # wrapped as quoting clients do
+        token = token[:cut] + wrap + token[cut:]
+    text = before + (token if present else "") + after
+    assert _body_tokens(text) == _body_tokens_unfiltered(text)
+    if present and wrap in ("\n> ", "\r\n>> ", " \n\t", "\n\x1c>"):  # what it unwraps
+        assert _body_tokens(text), text
