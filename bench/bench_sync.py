@@ -5,11 +5,12 @@ realistic 2-4 KB messages (a fifth in GBK), then times, in the same run:
 
 * baseline: imaplib, one ``UID FETCH 1:* (INTERNALDATE BODY.PEEK[])``, then every message
   parsed with the standard ``email`` parser;
-* mailprobe: the full sync, as a worker's watch tick does it: ``sync_account`` into a fresh
-  SQLite store (fetch in bounded batches, store the raw bytes, parse and classify in the
-  parsing processes, record the parse status), then ``process.process_new`` until nothing
-  is left (classify and match every stored message against a directory of ``--probes``
-  sent probes, and record the results); both parts are timed and printed;
+* mailprobe: the full sync, as a worker's watch tick does it: ``sync_account`` with the
+  probe secret into a fresh SQLite store (fetch in bounded batches, store the raw bytes,
+  parse, classify and match against a directory of ``--probes`` sent probes in the parsing
+  processes, record the results with the parse status), then ``process.process_new`` until
+  nothing is left (what the sync could not classify; normally nothing); both parts are
+  timed and printed;
 * incremental: 100 new messages appended over IMAP, then ``sync_account`` and
   ``process_new`` again.
 
@@ -281,9 +282,10 @@ def _report(args: argparse.Namespace, base: tuple[float, float, float],
     total = sync_s + process_s
     print(f"baseline   imaplib fetch {fetch_s:.2f} s + email parse {parse_s:.2f} s = "
           f"{baseline:.2f} s (CPU {base_cpu:.2f} s)")
-    print(f"mailprobe  fetch, store, parse ({args.parse_workers} parsing processes) "
+    print(f"mailprobe  fetch, store, parse, classify, match ({args.parse_workers} parsing "
+          "processes) "
           f"{sync_s:.2f} s (CPU {sync_cpu:.2f} s) = {sync_s / baseline:.2f}x the baseline")
-    print(f"mailprobe  classify + match ({args.probes} sent probes) {process_s:.2f} s "
+    print(f"mailprobe  then process_new ({args.probes} sent probes) {process_s:.2f} s "
           f"(CPU {process_cpu:.2f} s) = {process_s / baseline:.2f}x the baseline")
     print(f"mailprobe  full sync {total:.2f} s = {total / baseline:.2f}x the baseline "
           f"(target <= 2x); {args.messages / total:,.0f} messages/s")
