@@ -5,6 +5,7 @@ are no longer all the sent ones."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import pickle
 from collections import defaultdict
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from mailprobe import examine, parsing
+from mailprobe import examine, parsing, watch
 from mailprobe import process as stage
 from mailprobe.classify import classify
 from mailprobe.clock import ManualClock
@@ -203,3 +204,22 @@ def test_facts_round_trip_the_classification() -> None:
         parsed = parse_message(raw)
         f = parsing.facts(parsed, sent)
         assert parsing.classification(f) == classify(parsed, sent_message_ids=sent)
+
+
+def test_collections_are_fewer_while_syncs_run_and_as_before_after() -> None:
+    before = gc.get_threshold()
+    first, second = watch._fewer_collections(), watch._fewer_collections()
+    first.__enter__()
+    assert gc.get_threshold() == examine.RELAXED_GC
+    second.__enter__()  # two syncs overlap: the first ends before the second
+    first.__exit__(None, None, None)
+    assert gc.get_threshold() == examine.RELAXED_GC
+    second.__exit__(None, None, None)
+    assert gc.get_threshold() == before
+    with pytest.raises(RuntimeError), watch._fewer_collections():
+        raise RuntimeError("a failed sync")
+    assert gc.get_threshold() == before
+
+
+def test_parsing_processes_collect_less_often() -> None:
+    assert watch._pool(1).submit(gc.get_threshold).result() == examine.RELAXED_GC
