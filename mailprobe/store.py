@@ -121,7 +121,10 @@ def _sqlite_engine(url: str) -> Engine:
         cursor = dbapi.cursor()
         for pragma in ("journal_mode=WAL", "foreign_keys=ON", f"busy_timeout={_SQLITE_BUSY_MS}",
                        # FULL: the "sending" mark must survive a power cut, not only kill -9.
-                       "synchronous=FULL"):
+                       "synchronous=FULL",
+                       # 64 MiB of pages, not 2: the indexes of a large mailbox's messages
+                       # (a random digest per message) stay in memory while a sync adds to them.
+                       "cache_size=-65536"):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
