@@ -454,6 +454,8 @@ def _at(when: datetime) -> str:
 
 def _merge(guesses: list[Guess]) -> list[Guess]:
     """One guess per probe (the best score, every reason), ranked."""
+    if len(guesses) < 2:  # most rules find nothing for most messages
+        return guesses
     best: dict[str, Guess] = {}
     for guess in guesses:
         old = best.get(guess.probe_id)
