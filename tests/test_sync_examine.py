@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from mailprobe import examine, parsing, watch
+from mailprobe import examine, parsing, sync_pipeline
 from mailprobe import process as stage
 from mailprobe.classify import classify
 from mailprobe.clock import ManualClock
@@ -27,7 +27,8 @@ from mailprobe.models_mail import MessageRow
 from mailprobe.models_review import JudgementRow, MatchRow
 from mailprobe.settings import token_secret
 from mailprobe.store import Store
-from mailprobe.watch import WatchPolicy, _Pipeline, shutdown_parsers
+from mailprobe.sync_pipeline import Pipeline, shutdown_parsers
+from mailprobe.watch import WatchPolicy
 from tests.test_process import (
     ACCOUNTS,
     NOW,
@@ -92,7 +93,7 @@ async def sync(store: Store, clock: ManualClock, policy: WatchPolicy, *,
     were classified in the sync."""
     classified = 0
     for account, fetched in by_account().items():
-        pipe = _Pipeline(store, account, "INBOX", 1, clock, policy,
+        pipe = Pipeline(store, account, "INBOX", 1, clock, policy,
                          token_secret(store, env={}))
         half = len(fetched) // 2
         await pipe.add(fetched[:half], fetched[half - 1].uid)
@@ -208,7 +209,7 @@ def test_facts_round_trip_the_classification() -> None:
 
 def test_collections_are_fewer_while_syncs_run_and_as_before_after() -> None:
     before = gc.get_threshold()
-    first, second = watch._fewer_collections(), watch._fewer_collections()
+    first, second = sync_pipeline.fewer_collections(), sync_pipeline.fewer_collections()
     first.__enter__()
     assert gc.get_threshold() == examine.RELAXED_GC
     second.__enter__()  # two syncs overlap: the first ends before the second
@@ -216,10 +217,10 @@ def test_collections_are_fewer_while_syncs_run_and_as_before_after() -> None:
     assert gc.get_threshold() == examine.RELAXED_GC
     second.__exit__(None, None, None)
     assert gc.get_threshold() == before
-    with pytest.raises(RuntimeError), watch._fewer_collections():
+    with pytest.raises(RuntimeError), sync_pipeline.fewer_collections():
         raise RuntimeError("a failed sync")
     assert gc.get_threshold() == before
 
 
 def test_parsing_processes_collect_less_often() -> None:
-    assert watch._pool(1).submit(gc.get_threshold).result() == examine.RELAXED_GC
+    assert sync_pipeline.parsing_pool(1).submit(gc.get_threshold).result() == examine.RELAXED_GC

@@ -18,13 +18,8 @@ from mailprobe.clock import ManualClock
 from mailprobe.imap import FetchLimits
 from mailprobe.models_mail import LocationRow, MessageRow, ParseStatus
 from mailprobe.store import Store
-from mailprobe.watch import (
-    MailboxReport,
-    WatchPolicy,
-    _parse_pending,
-    shutdown_parsers,
-    sync_account,
-)
+from mailprobe.sync_pipeline import parse_pending, shutdown_parsers
+from mailprobe.watch import MailboxReport, WatchPolicy, sync_account
 from tests.test_watch import (
     FAST,
     PASSWORD,
@@ -193,7 +188,7 @@ def test_a_failed_parse_record_leaves_messages_for_the_pending_pass(
     assert ParseStatus.PENDING in statuses(store)
     monkeypatch.setattr(mailstore, "mark_parsed", real)
     assert sync_inbox(store, dovecot.port, clock, SMALL).new == 0  # nothing fetched again
-    assert _parse_pending(store, clock, SMALL) == 0  # too young: a sync may be on them
+    assert parse_pending(store, clock, SMALL) == 0  # too young: a sync may be on them
     clock.advance(SMALL.lease + timedelta(seconds=1))
-    assert _parse_pending(store, clock, SMALL) > 0
+    assert parse_pending(store, clock, SMALL) > 0
     assert statuses(store) == [ParseStatus.OK] * COUNT
