@@ -25,8 +25,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import email
 import imaplib
+import json
 import os
 import random
 import resource
@@ -34,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mailprobe import sync_pipeline  # noqa: E402
 from mailprobe.clock import ManualClock, SystemClock  # noqa: E402
 from mailprobe.directory import (  # noqa: E402
     Account,
@@ -120,7 +124,50 @@ def fill(server: DovecotServer, n: int) -> int:
     return total
 
 
-def imaplib_baseline(port: int) -> tuple[float, float, float]:
+class PeakMemory:
+    """The highest resident size of this process, and of each parsing process, while the
+    block runs (sampled every 20 ms)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self.parsers = 0  # the largest parsing process
+        self._done = threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE")
+
+    def _rss(self, pid: int | str = "self") -> int:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * self._page
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.02):
+            self.peak = max(self.peak, self._rss())
+            for pool in list(sync_pipeline._POOLS.values()):
+                for pid in list(getattr(pool, "_processes", None) or {}):
+                    with contextlib.suppress(OSError):  # it just ended
+                        self.parsers = max(self.parsers, self._rss(pid))
+
+    def __enter__(self) -> PeakMemory:
+        self.peak = self._rss()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+
+def imaplib_baseline(port: int) -> tuple[float, float, float, int]:
+    """(fetch s, parse s, CPU s, peak bytes) of the baseline, run in a process of its own so
+    that neither contender inherits the other's memory or garbage collector state."""
+    out = subprocess.run([sys.executable, __file__, "--baseline-port", str(port)],
+                         check=True, capture_output=True, text=True).stdout
+    fetch_s, parse_s, cpu_s, peak = json.loads(out.splitlines()[-1])
+    return fetch_s, parse_s, cpu_s, peak
+
+
+def _baseline_here(port: int) -> tuple[float, float, float]:
     """(fetch s, parse s, CPU s) of imaplib + the standard email parser, all UIDs at once."""
     started, cpu = time.perf_counter(), time.process_time()
     client = imaplib.IMAP4("127.0.0.1", port)
@@ -227,10 +274,13 @@ def ours(root: Path, account: Account, policy: WatchPolicy, name: str, probes: i
     store.upgrade()
     campaign(store, account, probes)
     cpu, started = _cpu(), time.perf_counter()
-    report = asyncio.run(sync_account(store, account, PASSWORD, SystemClock(),
-                                      folders=["INBOX"], policy=policy, secret=SECRET))
+    with PeakMemory() as memory:
+        report = asyncio.run(sync_account(store, account, PASSWORD, SystemClock(),
+                                          folders=["INBOX"], policy=policy, secret=SECRET))
     wall = time.perf_counter() - started
     shutdown_parsers()  # reaped, so their CPU time is counted
+    print(f"  peak memory of the full sync: syncing process {memory.peak / 2**20:,.0f} MiB, "
+          f"largest parsing process {memory.parsers / 2**20:,.0f} MiB", flush=True)
     cpu2, started = _cpu(), time.perf_counter()
     processed = process_all(store)
     assert processed + report.classified == report.mailboxes[0].new, (
@@ -248,7 +298,13 @@ def main() -> None:
                         help="parsing processes (0: parse in the syncing process)")
     parser.add_argument("--probes", type=int, default=300,
                         help="sent probes in the directory the matcher indexes")
+    parser.add_argument("--baseline-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.baseline_port:  # the baseline's own process (see imaplib_baseline)
+        found = _baseline_here(args.baseline_port)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print(json.dumps([*found, peak]))
+        return
     root = Path(tempfile.mkdtemp(prefix="mailprobe-bench-"))
     server = DovecotServer(root, {USER: PASSWORD})
     try:
@@ -264,7 +320,9 @@ def main() -> None:
         policy = WatchPolicy(parse_workers=args.parse_workers)
         bases, fulls = [], []
         for i in range(args.rounds):
-            bases.append(imaplib_baseline(server.port))
+            *base, peak = imaplib_baseline(server.port)
+            bases.append(tuple(base))
+            print(f"  peak memory of the baseline: {peak / 2**20:,.0f} MiB", flush=True)
             *times, report, store = ours(root, account, policy, f"round{i}", args.probes)
             assert report.mailboxes[0].new == args.messages, report.mailboxes[0].line()
             fulls.append(tuple(times))
