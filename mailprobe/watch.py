@@ -363,12 +363,14 @@ async def _pause(stop: asyncio.Event, seconds: float) -> None:
 async def idle_loop(store: Store, account: Account, password: str, clock: Clock,
                     worker_id: str, *, folder: str, stop: asyncio.Event,
                     policy: WatchPolicy | None = None,
-                    on_sync: Callable[[MailboxReport], None] | None = None) -> None:
+                    on_sync: Callable[[MailboxReport], None] | None = None,
+                    secret: bytes | None = None) -> None:
     """Watch one mailbox until ``stop``: sync, then IDLE (or poll), and again.
 
     Holds the mailbox's lease while watching (waits while another worker holds it).
     After any network or server error it reconnects with exponential backoff, and the
     first sync after reconnecting catches up on everything that arrived meanwhile.
+    Given the probe ``secret``, new messages are classified and matched as they are parsed.
     """
     policy = policy or WatchPolicy()
     mailbox = (account.id, folder)
@@ -382,7 +384,7 @@ async def idle_loop(store: Store, account: Account, password: str, clock: Clock,
         lease = _Lease(store, mailbox, worker_id, clock, policy.lease)
         try:
             await _watch_connected(store, account, password, clock, folder, stop, policy,
-                                   lease, on_sync)
+                                   lease, on_sync, secret)
             attempt = 0
         except _LeaseLost as exc:  # not a failure: another worker watches it now
             log.info("%s", exc.one_line())
@@ -403,15 +405,17 @@ async def idle_loop(store: Store, account: Account, password: str, clock: Clock,
 
 async def _watch_connected(store: Store, account: Account, password: str, clock: Clock,
                            folder: str, stop: asyncio.Event, policy: WatchPolicy,
-                           lease: _Lease, on_sync: Callable[[MailboxReport], None] | None
-                           ) -> None:
+                           lease: _Lease, on_sync: Callable[[MailboxReport], None] | None,
+                           secret: bytes | None) -> None:
     session = await connect(account, password, timeout=policy.limits.timeout,
                             ssl_context=policy.ssl_context)
     # IDLE ends often enough for the lease to be renewed well before it runs out.
     wait = min(policy.idle_seconds, policy.lease.total_seconds() / 3)
     async with session:
         while not stop.is_set():
-            report = await _sync_folder(session, store, account, folder, clock, policy, lease)
+            with fewer_collections():
+                report = await _sync_folder(session, store, account, folder, clock, policy,
+                                            lease, secret)
             if on_sync is not None:
                 on_sync(report)
             if report.new or report.resync:
@@ -426,8 +430,10 @@ async def _watch_connected(store: Store, account: Account, password: str, clock:
 async def watch_forever(store: Store, accounts: Iterable[Account], passwords: Mapping[str, str],
                         clock: Clock, worker_id: str, *, stop: asyncio.Event,
                         policy: WatchPolicy | None = None,
-                        on_sync: Callable[[MailboxReport], None] | None = None) -> None:
-    """Watch every folder of every account (one connection each) until ``stop`` is set."""
+                        on_sync: Callable[[MailboxReport], None] | None = None,
+                        secret: bytes | None = None) -> None:
+    """Watch every folder of every account (one connection each) until ``stop`` is set;
+    given the probe ``secret``, new messages are also classified and matched."""
     policy = policy or WatchPolicy()
     await asyncio.to_thread(parse_pending, store, clock, policy)
     async with asyncio.TaskGroup() as group:
@@ -435,4 +441,4 @@ async def watch_forever(store: Store, accounts: Iterable[Account], passwords: Ma
             for folder in account.watch_folders:
                 group.create_task(idle_loop(
                     store, account, passwords[account.id], clock, worker_id, folder=folder,
-                    stop=stop, policy=policy, on_sync=on_sync))
+                    stop=stop, policy=policy, on_sync=on_sync, secret=secret))

@@ -24,12 +24,14 @@ from click.testing import CliRunner, Result
 from sqlalchemy import func, select
 
 from mailprobe import mailstore
+from mailprobe import process as stage
 from mailprobe.cli import main
 from mailprobe.clock import ManualClock
 from mailprobe.directory import Account, Endpoint, TlsMode
 from mailprobe.errors import ConfigError
 from mailprobe.imap import FetchLimits
 from mailprobe.models_mail import LocationRow, MessageRow, ParseStatus
+from mailprobe.settings import token_secret
 from mailprobe.store import Store
 from mailprobe.watch import (
     Backoff,
@@ -267,7 +269,8 @@ def test_watch_forever_watches_every_folder_until_stopped(store: Store, imap: Im
         stop = asyncio.Event()
         watching = asyncio.create_task(watch_forever(
             store, [account(dovecot.port)], {"citizen1": PASSWORD}, clock, "w1", stop=stop,
-            policy=replace(FAST, idle=idle), on_sync=seen.append))
+            policy=replace(FAST, idle=idle), on_sync=seen.append,
+            secret=token_secret(store)))
         while {r.folder for r in seen} != {"INBOX", "Junk"}:
             await asyncio.sleep(0.05)
         await asyncio.to_thread(imap.append, text_message(1), "Junk")
@@ -277,7 +280,7 @@ def test_watch_forever_watches_every_folder_until_stopped(store: Store, imap: Im
         await asyncio.wait_for(watching, 10)
 
     run_async(scenario())
-    assert [(r.folder, r.new) for r in seen if r.new] == [("Junk", 1)]
+    assert [(r.folder, r.new, r.classified) for r in seen if r.new] == [("Junk", 1, 1)]
     assert not any(r.error for r in seen)
     for folder in ("INBOX", "Junk"):
         state = mailstore.get_state(store, "citizen1", folder)
@@ -481,7 +484,9 @@ def test_watch_once_prints_each_folder_and_a_missing_password_is_one_line(
                                "0 truncated (UIDVALIDITY ")
     assert lines[1].startswith("citizen1/Junk: 1 new, 0 duplicates, 1 failed parses")
     assert lines[2].startswith("  failed parses (kept, marked): messages ")
-    assert lines[-1] == "2 new messages in 2 folders, 0 errors"
+    # Classified and matched as they were parsed: processing finds nothing left.
+    assert lines[-1] == "2 new messages in 2 folders (2 classified and matched), 0 errors"
+    assert stage.process_new(store, token_secret(store), clock=store.clock).processed == 0
     again = invoke(["watch", "--once", "--db", url, "--account", "citizen1"])
     assert "citizen1/INBOX: 0 new" in again.output
     unknown = invoke(["watch", "--once", "--db", url, "--account", "nobody"])

@@ -16,6 +16,7 @@ from mailprobe.cli.store import _db_option, _open, _shown
 from mailprobe.directory import Account
 from mailprobe.directory_io import resolve_password
 from mailprobe.errors import InputError
+from mailprobe.settings import token_secret
 from mailprobe.store import Store
 from mailprobe.watch import MailboxReport, SyncReport, sync_mailboxes, watch_forever
 
@@ -52,7 +53,8 @@ def watch_command(once: bool, account_ids: tuple[str, ...], worker_id: str | Non
     """Read new mail from the accounts' watched folders (INBOX and Junk by default).
 
     Each message is stored as raw bytes with its folder, UIDVALIDITY, UID and the server's
-    receive time (INTERNALDATE), then parsed; reading a folder again fetches only what is
+    receive time (INTERNALDATE), then parsed, classified and matched to the probe it
+    answers (as `mailprobe process` would); reading a folder again fetches only what is
     new, and a message seen twice (another folder, a UIDVALIDITY change) is stored once.
     Without --once it keeps watching (IDLE, or polling where the server has no IDLE) and
     reconnects after errors, until Ctrl-C. Passwords come from each account's
@@ -68,17 +70,18 @@ def watch_command(once: bool, account_ids: tuple[str, ...], worker_id: str | Non
     with _open(db_url) as store:
         accounts = _accounts(store, account_ids)
         passwords = {a.id: resolve_password(a) for a in accounts}
+        secret = token_secret(store)
         name = worker_id or f"watch-{socket.gethostname()}-{os.getpid()}"
         if once:
             report = asyncio.run(sync_mailboxes(store, accounts, passwords, store.clock, name,
-                                                due_only=False))
+                                                due_only=False, secret=secret))
             _print(report)
             if report.errors:
                 raise click.exceptions.Exit(1)
             return
         click.echo(f"watching {sum(len(a.watch_folders) for a in accounts)} folders of "
                    f"{len(accounts)} accounts into {_shown(store)}; Ctrl-C stops")
-        asyncio.run(_watch_until_signal(store, accounts, passwords, name))
+        asyncio.run(_watch_until_signal(store, accounts, passwords, name, secret))
     click.echo("stopped")
 
 
@@ -88,12 +91,12 @@ def _print(report: SyncReport) -> None:
         if m.failed_ids:
             click.echo(f"  failed parses (kept, marked): messages "
                        f"{', '.join(map(str, m.failed_ids))}")
-    click.echo(f"{report.new} new messages in {len(report.mailboxes)} folders, "
-               f"{len(report.errors)} errors")
+    click.echo(f"{report.new} new messages in {len(report.mailboxes)} folders "
+               f"({report.classified} classified and matched), {len(report.errors)} errors")
 
 
 async def _watch_until_signal(store: Store, accounts: Sequence[Account],
-                              passwords: dict[str, str], name: str) -> None:
+                              passwords: dict[str, str], name: str, secret: bytes) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -103,4 +106,5 @@ async def _watch_until_signal(store: Store, accounts: Sequence[Account],
         if report.new or report.error or report.resync:
             _echo(report)
 
-    await watch_forever(store, accounts, passwords, store.clock, name, stop=stop, on_sync=show)
+    await watch_forever(store, accounts, passwords, store.clock, name, stop=stop, on_sync=show,
+                        secret=secret)
