@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -385,3 +386,49 @@ def test_deep_nesting_and_non_bytes_do_not_raise() -> None:
     assert parse_message(nested).size == len(nested)
     untyped_caller = bytearray(b"Subject: x\r\n\r\nbody")  # e.g. straight from a socket buffer
     assert parse_message(untyped_caller).text == "body"  # type: ignore[arg-type]
+
+
+# --- the single-part shortcut gives what the whole parse gives --------------------------------
+
+
+def _parsed_both_ways(raw: bytes, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    from mailprobe import decode
+    quick = parse_message(raw)
+    with monkeypatch.context() as patched:
+        patched.setattr(decode, "_parse_bytes", decode._PARSER.parsebytes)
+        whole = parse_message(raw)
+    return quick, whole
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.name)
+def test_the_single_part_shortcut_parses_the_corpus_as_the_parser_does(
+        path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    crlf = path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")  # as IMAP sends
+    quick, whole = _parsed_both_ways(crlf, monkeypatch)
+    assert quick == whole
+
+
+_HEADER_LINES = st.sampled_from([
+    b"From: =?utf-8?b?5p2O?= <a@x.test>", b"To: b@y.test", b"Subject: =?gbk?b?u9i4tA==?=",
+    b"Subject: \xc4\xe3\xba\xc3 raw 8-bit", b"Content-Type: text/plain; charset=utf-8",
+    b"Content-Type: text/html; charset=gb2312", b"Content-Type: multipart/alternative; "
+    b"boundary=\"b1\"", b"Content-Type: message/rfc822", b"Content-Type: multipart/mixed",
+    b"Content-Type: text/plain; charset=\"", b"Content-Transfer-Encoding: base64",
+    b"Content-Transfer-Encoding: quoted-printable", b"X-Folded: one", b"\ttwo continued",
+    b" three continued", b"not a header line", b"From nobody Mon Jan 1", b"Date: Mon, 2 Nov 2015 "
+    b"10:00:00 +0800", b"Message-ID: <1@x.test>", b"Bare: cr\rinside", b"Bare: lf\ninside", b""])
+_BODIES = st.sampled_from([
+    b"", b"\xc4\xe3\xba\xc3\r\n", b"hello\r\n\r\n> quoted\r\n", b"5L2g5aW9\r\n",
+    b"=E4=BD=A0=\r\n=E5=A5=BD\r\n", b"--b1\r\nContent-Type: text/plain\r\n\r\nx\r\n--b1--\r\n",
+    b"line\rwith bare CR\nand LF\r\n", b"\r\n\r\n\r\n", b"From: inner@x.test\r\n\r\nbody"])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_HEADER_LINES, max_size=8), st.lists(_BODIES, max_size=3),
+       st.sampled_from([b"\r\n", b"\n", b"\r\n\r\n"]))
+def test_the_single_part_shortcut_parses_any_message_as_the_parser_does(
+        lines: list[bytes], bodies: list[bytes], gap: bytes) -> None:
+    raw = b"\r\n".join(lines) + b"\r\n" + gap + b"".join(bodies)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        quick, whole = _parsed_both_ways(raw, monkeypatch)
+    assert quick == whole
