@@ -385,7 +385,11 @@ def test_a_paused_round_sends_nothing_and_pausing_stops_at_once(world: World,
     async def pause_while_sending() -> TickReport:
         task = asyncio.create_task(send_due(world.store, world.clock, "w1",
                                             {"c1": PASSWORD}, policy=replace(FAST, chunk=1)))
-        await asyncio.sleep(0.3)
+        # Paused once the first probe is in flight (marked sending before DATA), however
+        # long the machine took to get there.
+        while S.SENDING not in await asyncio.to_thread(world.states):
+            assert not task.done(), task
+            await asyncio.sleep(0.01)
         await asyncio.to_thread(world.store.set_round_flags, "r1", paused=True)
         return await task
 
