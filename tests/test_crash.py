@@ -90,7 +90,6 @@ def test_kill_minus_nine_never_repeats_or_loses_a_probe(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'crash.db'}"
     refuse = [f"--refuse={a}=550 5.1.1 no such mailbox" for a in sorted(REFUSED)]
     rng = random.Random(20151102)
-    started = time.monotonic()
     # 30 ms a message: the round takes about as long as the kills, so they land mid-send.
     with Sink("--record", str(record), "--delay", "0.03", *refuse) as sink:
         probes = _setup(url, sink.port)
@@ -112,7 +111,6 @@ def test_kill_minus_nine_never_repeats_or_loses_a_probe(tmp_path: Path) -> None:
         assert "stopped after" in final.log.read_text(errors="replace")
     delivered = Counter(mid for mid, _ in read_record(record))
     _check(url, probes, delivered, set(killed))
-    assert time.monotonic() - started < 90
 
 
 def _check(url: str, probes: list[ProbeRecord], delivered: Counter[str],

@@ -170,12 +170,12 @@ def test_a_lost_connection_fails_the_pending_command_at_once() -> None:
 def test_the_inactivity_timeout_waits_for_silence_not_for_the_whole_fetch() -> None:
     async def run() -> None:
         protocol = LinearProtocol(asyncio.get_running_loop())
-        command, task = await _start_fetch(protocol, timeout=0.3)
+        command, task = await _start_fetch(protocol, timeout=1.0)
         data = fetch_response(command.tag, 8)
         step = len(data) // 8
-        for i in range(6):  # 0.6 s in all, never 0.3 s quiet
+        for i in range(6):  # 1.5 s in all, never 1 s quiet (a slow machine has the margin)
             protocol.data_received(data[i * step:(i + 1) * step])
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.25)
         assert not task.done()
         with pytest.raises(aio.CommandTimeout):
             await asyncio.wait_for(task, 2)
