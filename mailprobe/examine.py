@@ -61,44 +61,44 @@ class Examined:
     result: MatchResult
 
 
-def _incoming(message_id: int, account: str, received_at: datetime, f: parsing.Facts,
+def _incoming(message_id: int, account: str, received_at: datetime, parsed: ParsedMessage,
               c: Classification, kind: str) -> IncomingMessage:
+    delivered = tuple(v for n, v in parsed.headers if n.lower() in ("delivered-to",
+                                                                    "x-original-to"))
     return IncomingMessage(
         key=str(message_id), account=account, received_at=received_at,
-        from_address=f.from_address, to_addresses=f.to_addresses, subject=f.subject,
-        in_reply_to=f.in_reply_to, references=f.references, new_text=c.new_text,
-        quoted_text=c.quoted_text, full_text=f.full_text, kind=kind,
-        returned_message_ids=f.returned_message_ids, returned_recipients=c.failed_recipients,
-        message_id=f.message_id)
+        from_address=parsed.from_[0].addr if parsed.from_ else "",
+        to_addresses=(*(a.addr for a in (*parsed.to, *parsed.cc)), *delivered),
+        subject=parsed.subject, in_reply_to=parsed.in_reply_to,
+        references=tuple(parsed.references), new_text=c.new_text, quoted_text=c.quoted_text,
+        full_text=parsed.text, kind=kind,
+        returned_message_ids=tuple(r.message_id for r in parsed.returned if r.message_id),
+        returned_recipients=c.failed_recipients, message_id=parsed.message_id)
 
 
 def examine(ctx: MatchContext, message_id: int, account: str, received_at: datetime,
-            raw: bytes, *, facts: parsing.Facts | None = None,
-            parsed: ParsedMessage | None = None, parse_error: str | None = None,
-            human_kind: str | None = None) -> Examined:
+            raw: bytes, *, parsed: ParsedMessage | None = None,
+            parse_error: str | None = None, human_kind: str | None = None) -> Examined:
     """Classify one message and match it to the probe it answers (or to review).
 
-    ``facts`` (or ``parsed``) save parsing ``raw`` again; ``parse_error`` is set when the
-    message could not be parsed at all: whatever the rules find, an evaluator decides.
+    ``parsed`` saves parsing ``raw`` again; ``parse_error`` is set when the message could
+    not be parsed at all: whatever the rules find, an evaluator decides.
     """
-    f = facts
-    if f is None:
-        parsed = parse_message(raw) if parsed is None else parsed
-        f = parsing.facts(parsed, ctx.sent_ids)
-    c = parsing.classification(f)
-    incoming = _incoming(message_id, account, received_at, f, c, human_kind or c.kind.value)
+    parsed = parse_message(raw) if parsed is None else parsed
+    c = classify(parsed, sent_message_ids=ctx.sent_ids)
+    incoming = _incoming(message_id, account, received_at, parsed, c, human_kind or c.kind.value)
     result = ctx.index.match(incoming)
     if result.probe_id is not None and c.kind in _TIMED_KINDS:
         # Only now is the probe known, and with it the send time that dates a receipt.
         sent_at = ctx.index.by_id[result.probe_id].sent_at
-        c = classify(parsed or parse_message(raw), sent_message_ids=ctx.sent_ids,
-                     probe_sent_at=sent_at, received_at=received_at)
+        c = classify(parsed, sent_message_ids=ctx.sent_ids, probe_sent_at=sent_at,
+                     received_at=received_at)
         if not human_kind and c.kind.value != incoming.kind:
             result = ctx.index.match(replace(incoming, kind=c.kind.value))
     if parse_error is not None:
         result = replace(result, probe_id=None, needs_review=True,
                          evidence=f"could not be parsed ({parse_error}); {result.evidence}")
-    return Examined(message_id, incoming.from_address.lower(), f.subject, c, result)
+    return Examined(message_id, incoming.from_address.lower(), parsed.subject, c, result)
 
 
 def substance_json(s: Substance) -> dict[str, Any]:

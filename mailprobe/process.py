@@ -50,7 +50,6 @@ __all__ = [
     "reprocess",
     "save_examined",
     "sent_at",
-    "sent_message_ids",
 ]
 
 # Any change to these modules may change a kind or a match, so their source is the version.
@@ -176,13 +175,6 @@ def probes_stamp(s: Session) -> tuple[Any, ...]:
                            func.max(ProbeRow.submitted_at), func.max(ProbeRow.sending_at))
                     .where(_sent_filter())).one()
     return tuple(row)
-
-
-def sent_message_ids(store: Store) -> frozenset[str]:
-    """The Message-IDs of the probes sent: what classification trusts a bounce by."""
-    with store.session(write=False) as s:
-        return frozenset(i for i in s.scalars(select(ProbeRow.message_id)
-                                              .where(_sent_filter())) if i)
 
 
 # --- one message through classification and matching ------------------------------------------

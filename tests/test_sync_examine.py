@@ -18,7 +18,6 @@ from sqlalchemy import func, select, update
 
 from mailprobe import examine, parsing, sync_pipeline
 from mailprobe import process as stage
-from mailprobe.classify import classify
 from mailprobe.clock import ManualClock
 from mailprobe.decode import MAX_BYTES, MAX_PARTS, parse_message
 from mailprobe.imap import Fetched
@@ -197,14 +196,6 @@ def test_a_message_the_rules_fail_on_is_left_for_processing() -> None:
     broken = examine.MatchContext(None, frozenset())  # type: ignore[arg-type]  # no index
     outcome = parsing.outcome(1, raw)
     assert examine.examine_parsed(broken, outcome, parsed, "a", internaldate(raw), raw) is None
-
-
-def test_facts_round_trip_the_classification() -> None:
-    sent = frozenset({"<20151102100500.7c31d2@mail.test>"})
-    for raw in corpus().values():
-        parsed = parse_message(raw)
-        f = parsing.facts(parsed, sent)
-        assert parsing.classification(f) == classify(parsed, sent_message_ids=sent)
 
 
 def test_collections_are_fewer_while_syncs_run_and_as_before_after() -> None:
