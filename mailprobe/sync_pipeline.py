@@ -114,8 +114,6 @@ def _plain_main() -> Iterator[None]:
         sys.modules["__main__"] = main
 
 
-
-
 class _Collections:
     """The collector's thresholds before the first of the syncs running in this process."""
 
@@ -228,7 +226,7 @@ class Pipeline:
         self._queued_bytes = sum(len(f.raw) for batch, _ in self._queue for f in batch)
         fetched = [f for batch, _ in take for f in batch]
         outcomes, rows = self._take()
-        parsed, record = self._recorder(outcomes, rows)
+        parsed, record, result = self._recorder(outcomes, rows)
         try:
             stored = await asyncio.to_thread(
                 mailstore.store_fetched, self.store, self.account, self.folder,
@@ -239,6 +237,7 @@ class Pipeline:
             self._rows[:0] = rows
             self._queue[:0] = take  # not stored (and never will be by this pipeline)
             raise
+        self._recorded(result)
         self._count(outcomes)
         self.new += [mid for mid, _ in stored.new]
         self.duplicates += stored.duplicates
@@ -277,22 +276,28 @@ class Pipeline:
         self._stale = False
 
     def _recorder(self, outcomes: list[ParseOutcome], rows: list[examine.FreshRows]
-                  ) -> tuple[list[ParseOutcome], Callable[[Session], None] | None]:
-        """What the store records of the parsing: the outcomes it records itself, and a
+                  ) -> tuple[list[ParseOutcome], Callable[[Session], None] | None,
+                             list[int | None]]:
+        """What the store records of the parsing: the outcomes it records itself; a
         function that records the rest (outcomes with their classification) in its
-        transaction, unless a probe was sent meanwhile (then only the outcomes)."""
-        context = self._context
+        transaction, unless a probe was sent meanwhile (then only the outcomes); and where
+        that function leaves how many it classified (None: the probes changed), to be
+        counted once the transaction has committed (``_recorded``)."""
+        context, result = self._context, list[int | None]()
         if not rows or context is None:
-            return outcomes, None
+            return outcomes, None, result
 
         def record(s: Session) -> None:
-            classified = process.save_examined(s, outcomes, rows, context.stamp,
-                                               self.clock.now())
+            result.append(process.save_examined(s, outcomes, rows, context.stamp,
+                                                self.clock.now()))
+        return [], record, result
+
+    def _recorded(self, result: list[int | None]) -> None:
+        for classified in result:
             if classified is None:
                 self._stale = True
             else:
                 self.classified += classified
-        return [], record
 
     async def _parse_here(self) -> None:
         orphans, self._orphans = self._orphans, []
@@ -368,7 +373,8 @@ class Pipeline:
             self._collect()
             await self._parse_here()
             outcomes, rows = self._take()
-            parsed, record = self._recorder(outcomes, rows)
+            parsed, record, result = self._recorder(outcomes, rows)
             await asyncio.to_thread(mailstore.mark_parsed, self.store, parsed,
                                     now=self.clock.now(), also=record)
+            self._recorded(result)
             self._count(outcomes)
