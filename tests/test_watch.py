@@ -43,7 +43,7 @@ from mailprobe.watch import (
     sync_mailboxes,
     watch_forever,
 )
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 from tests.imap_proxy import CuttingProxy
 from tests.servers import free_port
 
@@ -495,3 +495,15 @@ def test_watch_once_prints_each_folder_and_a_missing_password_is_one_line(
 
 def test_the_corpus_is_here() -> None:
     assert len(CORPUS) >= 20 and os.path.getsize(CORPUS[0]) > 0
+
+
+def test_watch_once_exits_with_status_1_when_a_folder_failed(
+        tmp_path: Path, clock: ManualClock, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    nobody_listens = free_port()
+    with open_store(tmp_path / "mail.db", clock, account(nobody_listens)) as store:
+        url = store.url
+    monkeypatch.setenv("MP_TEST_PW_CITIZEN1", PASSWORD)
+    status, out, err = run_cli(capsys, "watch", "--once", "--db", url)
+    assert status == 1, out  # the real entry point, as a shell sees it
+    assert "CONNECT failed" in err and out.splitlines()[-1].endswith("2 errors")

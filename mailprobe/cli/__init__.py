@@ -44,7 +44,8 @@ for _name in _COMMAND_MODULES:
 def run(argv: list[str] | None = None) -> None:
     """Console entry point: bad input becomes one line on stderr and exit status 1."""
     try:
-        main.main(args=argv, prog_name="mailprobe", standalone_mode=False)
+        # Without standalone mode click returns a command's exit status instead of exiting.
+        status = main.main(args=argv, prog_name="mailprobe", standalone_mode=False)
     except MailprobeError as exc:
         click.echo(f"mailprobe: error: {exc.one_line()}", err=True)
         sys.exit(1)
@@ -56,3 +57,5 @@ def run(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(141)
+    if isinstance(status, int) and status:
+        sys.exit(status)
