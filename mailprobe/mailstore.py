@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from mailprobe.examine import JsonText
 from mailprobe.models_mail import (
     LocationRow,
     MailboxState,
@@ -118,12 +120,18 @@ def _rows(conn: Connection, table: Table, columns: Sequence[str],
         kind = table.c[c].type
         process = kind.bind_processor(conn.dialect)
         if process is not None and isinstance(kind, JSON):  # lists and dicts: not hashable
-            column = [process(v) for v in column]
+            column = [v if isinstance(v, JsonText) else process(v) for v in column]
         elif process is not None:
             done: dict[Any, Any] = {}  # a batch shares fetched_at, parsed_at, account, folder
             column = [done[v] if v in done else done.setdefault(v, process(v)) for v in column]
         values.append(column)
     return list(zip(*values, strict=True)) if values else [() for _ in rows]
+
+
+def _decoded(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with their pre-encoded JSON values decoded, for SQLAlchemy's own JSON binding."""
+    return [{k: json.loads(v) if isinstance(v, JsonText) else v for k, v in r.items()}
+            for r in rows]
 
 
 def _dialect_insert(conn: Connection, table: Table) -> Any:
@@ -137,7 +145,7 @@ def insert_new(conn: Connection, table: Table, unique: Sequence[str],
         return
     if conn.dialect.name != "sqlite":
         conn.execute(_dialect_insert(conn, table)
-                     .on_conflict_do_nothing(index_elements=list(unique)), list(rows))
+                     .on_conflict_do_nothing(index_elements=list(unique)), _decoded(rows))
         return
     columns = list(rows[0])
     conn.exec_driver_sql(
@@ -275,7 +283,7 @@ def _update_by_id(conn: Connection, columns: Sequence[str],
     if conn.dialect.name != "sqlite":
         conn.execute(update(_MESSAGES).where(_MESSAGES.c.id == bindparam("b_id"))
                      .values({c: bindparam(f"b_{c}") for c in columns}),
-                     [{f"b_{c}": r[c] for c in (*columns, "id")} for r in rows])
+                     [{f"b_{c}": r[c] for c in (*columns, "id")} for r in _decoded(rows)])
         return
     conn.exec_driver_sql(
         f"UPDATE messages SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?",
