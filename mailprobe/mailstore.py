@@ -205,9 +205,10 @@ def store_fetched(store: Store, account: str, folder: str, uidvalidity: int,
                 select(_MESSAGES.c.sha256, _MESSAGES.c.id)
                 .where(_MESSAGES.c.sha256.in_(list(rows))))}
             insert_new(conn, _LOCATIONS, ("account_id", "folder", "uidvalidity", "uid"),
-                    [{"message_id": ids[d], "account_id": account, "folder": folder,
-                      "uidvalidity": uidvalidity, "uid": m.uid, "internaldate": m.internaldate}
-                     for d, m in zip(digests, messages, strict=True)])
+                       [{"message_id": ids[d], "account_id": account, "folder": folder,
+                         "uidvalidity": uidvalidity, "uid": m.uid,
+                         "internaldate": m.internaldate}
+                        for d, m in zip(digests, messages, strict=True)])
         record_parsed(conn, outcomes, now)
         if also is not None:
             also(s)
