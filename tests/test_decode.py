@@ -432,3 +432,47 @@ def test_the_single_part_shortcut_parses_any_message_as_the_parser_does(
     with pytest.MonkeyPatch.context() as monkeypatch:
         quick, whole = _parsed_both_ways(raw, monkeypatch)
     assert quick == whole
+
+
+# --- the clean header block reader gives the parser's message -----------------------------------
+
+_FIELD_PARTS = st.sampled_from([
+    b"Subject", b"X-A", b"From ", b"From", b" Lead", b"\tTab", b"", b"N\xc3\xa9", b"A B", b"a:b",
+    b"Content-Type", b"To"])
+_VALUE_PARTS = st.sampled_from([
+    b"", b" ", b"  plain", b"\tx", b"v: with colon", b"\xc4\xe3\xba\xc3", b"=?utf-8?b?5p2O?=",
+    b"trailing  ", b"a\x0bb\x0cc\x1cd", b"bare\rcr", b"bare\nlf", b" text/plain",
+    b"multipart/mixed"])
+
+
+@st.composite
+def header_blocks(draw: st.DrawFn) -> bytes:
+    lines = []
+    for _ in range(draw(st.integers(1, 6))):
+        if lines and draw(st.booleans()):
+            lines.append(draw(st.sampled_from([b" ", b"\t", b"  ", b"\x0b", b"\x0c"]))
+                         + draw(_VALUE_PARTS))
+        else:
+            lines.append(draw(_FIELD_PARTS) + b":" + draw(_VALUE_PARTS))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + draw(_BODIES)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(header_blocks())
+def test_the_clean_header_block_reader_stores_fields_as_the_parser_does(raw: bytes) -> None:
+    from mailprobe import decode
+    quick, whole = decode._parse_bytes(raw), decode._PARSER.parsebytes(raw)
+    assert list(quick.raw_items()) == list(whole.raw_items())
+    assert [type(d) for d in quick.defects] == [type(d) for d in whole.defects]
+    assert quick.get_unixfrom() == whole.get_unixfrom()
+    assert quick.get_content_type() == whole.get_content_type()
+    if not quick.is_multipart():
+        assert quick.get_payload() == whole.get_payload()
+
+
+def test_the_clean_header_block_reader_takes_only_clean_blocks() -> None:
+    from mailprobe import decode
+    assert decode._clean_header_block("Subject: a\r\n\tb\r\nTo: x@y.test\r\n") is not None
+    for block in ("From nobody\r\nSubject: a\r\n", " lead: x\r\n", "Subject: a\rb\r\n",
+                  "no colon\r\n", ": empty name\r\n", "Subject: a\r\n\r\n", ""):
+        assert decode._clean_header_block(block) is None, block
