@@ -118,7 +118,11 @@ def _rows(conn: Connection, table: Table, columns: Sequence[str],
     for c in columns:  # column by column: one bind processor call per distinct value
         column = [r[c] for r in rows]
         kind = table.c[c].type
-        process = kind.bind_processor(conn.dialect)
+        # The dialect's own variant: a decorated type's processor on its own leaves out the
+        # dialect's (on SQLite, instants as text with microseconds: "...:00.000000"), and
+        # sqlite3's fallback adapter writes "...:00", which compares below the same instant
+        # written by the ORM.
+        process = kind.dialect_impl(conn.dialect).bind_processor(conn.dialect)
         if process is not None and isinstance(kind, JSON):  # lists and dicts: not hashable
             column = [v if isinstance(v, JsonText) else process(v) for v in column]
         elif process is not None:

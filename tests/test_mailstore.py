@@ -107,6 +107,40 @@ def test_the_migration_creates_what_the_models_say(store: Store) -> None:
 # --- storing -------------------------------------------------------------------------------------
 
 
+def test_instants_written_in_bulk_compare_equal_to_the_same_instant_in_a_query(
+        store: Store) -> None:
+    # Whole seconds, as INTERNALDATE has them: SQLite compares instants as text, and text
+    # written by sqlite3's fallback adapter ("...:00") sorted below SQLAlchemy's ("...:00.000000").
+    [(mid, _)] = mailstore.store_fetched(store, "c1", "INBOX", 7, [msg(1, "a")], now=T0).new
+    mailstore.mark_parsed(store, [ParseOutcome(mid, ParseStatus.OK)], now=T0)
+    with store.session(write=False) as s:
+        assert s.scalars(select(MessageRow.id).where(MessageRow.internaldate >= T0,
+                                                     MessageRow.fetched_at >= T0,
+                                                     MessageRow.parsed_at >= T0)).all() == [mid]
+        assert s.scalars(select(LocationRow.uid).where(LocationRow.internaldate >= T0)).all() \
+            == [1]
+        assert s.scalars(select(MessageRow.id).where(MessageRow.internaldate < T0)).all() == []
+
+
+def test_the_instant_text_migration_lengthens_what_sqlite_wrote_in_bulk(tmp_path: Path) -> None:
+    from alembic import command
+    with Store(f"sqlite:///{tmp_path / 'old.db'}") as store:
+        store.upgrade()
+        store.import_directory((), (), ACCOUNTS, ())
+        mailstore.store_fetched(store, "c1", "INBOX", 7, [msg(1, "a")], now=T0)
+        with store.engine.begin() as conn:  # as an earlier version wrote it
+            conn.exec_driver_sql("UPDATE messages SET internaldate = '2015-10-12 01:00:00'")
+            cfg = store._alembic()
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0004")
+        store.upgrade()
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT internaldate, fetched_at FROM messages").all() \
+                == [("2015-10-12 01:00:00.000000", "2015-10-12 01:00:00.000000")]
+
+
+
+
 def test_storing_a_batch_twice_stores_each_message_once(store: Store) -> None:
     batch = [msg(1, "a"), msg(2, "b", minutes=5), msg(3, "c")]
     first = mailstore.store_fetched(store, "c1", "INBOX", 7, batch, now=T0)
