@@ -215,3 +215,11 @@ def test_collections_are_fewer_while_syncs_run_and_as_before_after() -> None:
 
 def test_parsing_processes_collect_less_often() -> None:
     assert sync_pipeline.parsing_pool(1).submit(gc.get_threshold).result() == examine.RELAXED_GC
+
+
+@pytest.mark.parametrize("value", [["plain", "中文"], {"reasons": ["a\ud800b"]}, ["\udcff"]])
+def test_json_columns_read_back_as_the_values_even_with_lone_surrogates(value: Any) -> None:
+    import json
+    encoded = examine._json(value)
+    assert isinstance(encoded, examine.JsonText)
+    assert json.loads(encoded) == value
