@@ -139,8 +139,6 @@ def test_the_instant_text_migration_lengthens_what_sqlite_wrote_in_bulk(tmp_path
                 == [("2015-10-12 01:00:00.000000", "2015-10-12 01:00:00.000000")]
 
 
-
-
 def test_storing_a_batch_twice_stores_each_message_once(store: Store) -> None:
     batch = [msg(1, "a"), msg(2, "b", minutes=5), msg(3, "c")]
     first = mailstore.store_fetched(store, "c1", "INBOX", 7, batch, now=T0)
