@@ -281,13 +281,12 @@ def ours(root: Path, account: Account, policy: WatchPolicy, name: str, probes: i
     wall = time.perf_counter() - started
     own = time.process_time() - own
     shutdown_parsers()  # reaped, so their CPU time is counted
-    n = max(report.mailboxes[0].new, 1)
+    n, parsers = max(report.mailboxes[0].new, 1), _cpu() - cpu - own
     print(f"  peak memory of the full sync: syncing process {memory.peak / 2**20:,.0f} MiB, "
           f"largest parsing process {memory.parsers / 2**20:,.0f} MiB", flush=True)
     print(f"  CPU of the full sync: syncing process {own:.2f} s ({own / n * 1e6:,.0f} us per "
-          f"message), parsing processes {_cpu() - cpu - own:.2f} s "
-          f"({(_cpu() - cpu - own) / n * 1e6:,.0f} us per message, their start included)",
-          flush=True)
+          f"message), parsing processes {parsers:.2f} s ({parsers / n * 1e6:,.0f} us per "
+          "message, their start included)", flush=True)
     cpu2, started = _cpu(), time.perf_counter()
     processed = process_all(store)
     assert processed + report.classified == report.mailboxes[0].new, (
