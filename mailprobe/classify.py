@@ -39,17 +39,28 @@ class Substance:
 
     ``chars`` counts the new text without whitespace (a Chinese character is a unit of
     meaning, wrapped lines are not). ``referral_only``: it sends the citizen elsewhere and
-    gives no answer of its own.
+    gives no answer of its own. ``garbled``: how many of those characters no charset made
+    readable (replacement characters, controls, private-use and unassigned code points).
     """
 
     chars: int
     answer_cues: tuple[str, ...]
     referral_cues: tuple[str, ...]
     referral_only: bool
+    garbled: int = 0
 
     @property
     def addresses_question(self) -> bool:
         return bool(self.answer_cues)
+
+    @property
+    def unreadable(self) -> bool:
+        """Too garbled for anyone to say what it answers: an evaluator must look at it.
+
+        A tenth is far above what real mail has (a stray control character, an emoji
+        missing from a font); a text decoded with the wrong charset has far more.
+        """
+        return self.garbled >= _GARBLED_MIN and self.garbled * 10 >= self.chars
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +212,15 @@ def _substance(compact: str) -> Substance:
     answers = _found(_ANSWER, compact)
     referrals = _found(_REFERRAL, compact)
     strong = [a for a in answers if a not in _RESTATING]
-    return Substance(len(compact), answers, referrals, bool(referrals) and not strong)
+    return Substance(len(compact), answers, referrals, bool(referrals) and not strong,
+                     len(_GARBLED.findall(compact)))
+
+
+# What decoding leaves where it failed: U+FFFD, C0 and C1 controls (whitespace is removed
+# before counting), the private-use areas (GB18030 maps undefined byte pairs there) and the
+# planes no script has been assigned to (four-byte GB18030 sequences of random bytes).
+_GARBLED = re.compile("[\x00-\x1f\x7f-\x9f\ufffd\ue000-\uf8ff\U00040000-\U0010ffff]")
+_GARBLED_MIN = 5
 
 
 def _result(kind: MessageKind, reply: ReplyText, substance: Substance, evidence: list[str],
@@ -419,5 +438,9 @@ def _reply(reply: ReplyText, substance: Substance, msg: ParsedMessage) -> Classi
     if not substance.chars:
         evidence.append("new text empty")
     confidence = 0.9 if substance.answer_cues else 0.75 if substance.chars >= 20 else 0.5
+    if substance.unreadable:
+        evidence.append(f"new text unreadable: {substance.garbled} of {substance.chars} "
+                        "characters garbled (wrong or missing charset?)")
+        confidence = 0.2
     return _result(MessageKind.REPLY, reply, substance, evidence,
                    confidence if substance.chars else 0.3)

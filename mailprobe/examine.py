@@ -99,15 +99,31 @@ def examine(ctx: MatchContext, message_id: int, account: str, received_at: datet
                      received_at=received_at)
         if not human_kind and c.kind.value != incoming.kind:
             result = ctx.index.match(replace(incoming, kind=c.kind.value))
-    if parse_error is not None:
+    doubt = _doubt(parse_error, c)
+    if doubt:
         result = replace(result, probe_id=None, needs_review=True,
-                         evidence=f"could not be parsed ({parse_error}); {result.evidence}")
+                         evidence=f"{doubt}; {result.evidence}")
     return Examined(message_id, incoming.from_address.lower(), parsed.subject, c, result)
+
+
+def _doubt(parse_error: str | None, c: Classification) -> str:
+    """Why whatever the rules found must be decided by an evaluator, or ''."""
+    if parse_error is not None:
+        return f"could not be parsed ({parse_error})"
+    if c.kind in _COUNTED_KINDS and c.substance.unreadable:
+        # Counted as answered, it would score an agency on a text nobody can read.
+        return (f"正文无法辨认（{c.substance.chars} 个字符中 {c.substance.garbled} 个为乱码），"
+                "是否答复须人工判断")
+    return ""
+
+
+_COUNTED_KINDS = (MessageKind.REPLY, MessageKind.ACKNOWLEDGEMENT)
 
 
 def substance_json(s: Substance) -> dict[str, Any]:
     return {"chars": s.chars, "answer_cues": list(s.answer_cues),
-            "referral_cues": list(s.referral_cues), "referral_only": s.referral_only}
+            "referral_cues": list(s.referral_cues), "referral_only": s.referral_only,
+            "garbled": s.garbled}
 
 
 def guess_json(result: MatchResult) -> list[dict[str, Any]]:

@@ -84,6 +84,8 @@ RULES_VERSION = _rules_version()
 
 def propose_effective(substance: Substance) -> tuple[bool, str]:
     """The machine's proposal of 答复内容详细有效 for a reply, with its reason in Chinese."""
+    if substance.unreadable:
+        return False, f"新写内容无法辨认（{substance.chars} 字中 {substance.garbled} 个为乱码）"
     if substance.referral_only:
         return False, f"仅让来信人另找部门（{'、'.join(substance.referral_cues)}），未作答复"
     if not substance.addresses_question:
@@ -95,7 +97,8 @@ def propose_effective(substance: Substance) -> tuple[bool, str]:
 
 def _substance(data: Mapping[str, Any]) -> Substance:
     return Substance(int(data.get("chars", 0)), tuple(data.get("answer_cues", ())),
-                     tuple(data.get("referral_cues", ())), bool(data.get("referral_only")))
+                     tuple(data.get("referral_cues", ())), bool(data.get("referral_only")),
+                     int(data.get("garbled", 0)))
 
 
 # --- reading the probes the matcher needs -----------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailprobe.classify import BounceType, Classification, MessageKind, classify
+from mailprobe.classify import BounceType, Classification, MessageKind, Substance, classify
 from mailprobe.decode import parse_message
 
 MESSAGES = Path(__file__).resolve().parent / "messages"
@@ -258,6 +259,43 @@ def test_an_empty_reply_is_low_confidence() -> None:
     result = classify(parse_message(message("From: a@hz.gd.test\r\nSubject: Re: x", "")))
     assert result.kind is REPLY and result.confidence <= 0.3
     assert "new text empty" in result.evidence
+
+
+
+def test_a_reply_nobody_can_read_is_marked_and_least_certain() -> None:
+    garbled = random.Random(3).randbytes(2000)  # no charset decodes it: GB18030 is tried last
+    raw = (b"From: a@hz.gd.test\r\nSubject: Re: x\r\n"
+           b"Content-Type: text/plain; charset=GB2312\r\n\r\n" + garbled)
+    result = classify(parse_message(raw))
+    assert result.kind is REPLY and result.confidence == 0.2
+    assert result.substance.unreadable
+    assert any(e.startswith("new text unreadable: ") for e in result.evidence), result.evidence
+
+
+@pytest.mark.parametrize("path", sorted(MESSAGES.glob("*.eml")), ids=lambda p: p.name)
+def test_no_corpus_message_is_unreadable(path: Path) -> None:
+    # The mislabelled, unlabelled and malformed ones included: decoding them is our job.
+    substance = classify(parse_message(path.read_bytes()), sent_message_ids=SENT).substance
+    assert substance.garbled == 0 and not substance.unreadable
+
+
+@pytest.mark.parametrize(("chars", "garbled", "unreadable"), [
+    (40, 4, False), (40, 5, True), (50, 5, True), (51, 5, False), (5, 5, True), (0, 0, False)])
+def test_unreadable_means_at_least_five_garbled_and_a_tenth(chars: int, garbled: int,
+                                                             unreadable: bool) -> None:
+    assert Substance(chars, (), (), False, garbled).unreadable is unreadable
+
+
+_READABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7e) | st.characters(
+    min_codepoint=0x4e00, max_codepoint=0x9fff) | st.sampled_from("，。！？：；“”《》（）、…\n\t ")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(_READABLE, max_size=400))
+def test_readable_chinese_and_ascii_count_no_garbled_character(text: str) -> None:
+    raw = ("From: a@hz.gd.test\r\nSubject: Re: x\r\n"
+           "Content-Type: text/plain; charset=UTF-8\r\n\r\n" + text).encode()
+    assert classify(parse_message(raw)).substance.garbled == 0
 
 
 # --- never raises -----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 import shutil
 import threading
 from collections.abc import Iterator
@@ -354,6 +355,24 @@ def test_an_acknowledgement_then_a_reply_the_reply_stops_the_clock(
     assert timing["r1-hz"].first_ack_at is not None and timing["r1-hz"].replied_at is None
     assert timing["r1-st"].replied_at is None  # an out-of-office message never counts
     assert timing["r1-yf"].replied_at == internaldate((CORPUS / "16_malformed.eml").read_bytes())
+
+
+def test_a_reply_nobody_can_read_goes_to_review_with_its_probe_first(
+        store: Store, secret: bytes, clock: ManualClock, processed: dict[str, int]) -> None:
+    head, _, _ = JM_REPLY.partition("\n\n")
+    head = head.replace("charset=UTF-8", "charset=GB2312")  # the agency's client lied
+    raw = crlf(head + "\n\n") + random.Random(5).randbytes(1500)
+    [garbled] = deliver(store, [raw], clock.now())
+    report = stage.process_new(store, secret, clock=clock)
+    assert (report.processed, report.attached, report.queued) == (1, 0, 1)
+    message, match = rows(store)[garbled]
+    assert message.kind == "reply" and match.probe_id is None and match.needs_review
+    assert match.evidence.startswith("正文无法辨认（"), match.evidence
+    assert match.guesses[0]["probe_id"] == "r1-jm"  # found by its sender all the same
+    assert match.substance["garbled"] >= 5
+    assert stage.propose_effective(stage._substance(match.substance))[0] is False
+    timing = {t.probe_id: t for t in probe_timings(sent_records(), matched(store))}
+    assert timing["r1-jm"].replied_at is None  # not counted until an evaluator says so
 
 
 def test_processing_again_changes_nothing(store: Store, secret: bytes, clock: ManualClock,

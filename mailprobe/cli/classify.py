@@ -13,6 +13,7 @@ from mailprobe.classify import Classification, classify
 from mailprobe.cli import main
 from mailprobe.decode import ParsedMessage, parse_message
 from mailprobe.errors import InputError, MailprobeError
+from mailprobe.examine import substance_json
 
 
 def _read_sent_ids(path: Path) -> list[str]:
@@ -36,15 +37,13 @@ def _read_message(path: Path) -> bytes:
 
 
 def _as_json(path: Path, msg: ParsedMessage, result: Classification) -> dict[str, Any]:
-    s = result.substance
     return {
         "file": str(path), "kind": str(result.kind),
         "bounce_type": str(result.bounce_type) if result.bounce_type else None,
         "failed_recipients": list(result.failed_recipients), "dsn_status": result.dsn_status,
         "confidence": result.confidence, "evidence": list(result.evidence),
         "new_text": result.new_text, "quote_marker": result.quote_marker,
-        "substance": {"chars": s.chars, "answer_cues": list(s.answer_cues),
-                      "referral_cues": list(s.referral_cues), "referral_only": s.referral_only},
+        "substance": substance_json(result.substance),
         "subject": msg.subject, "from": [a.addr for a in msg.from_],
         "message_id": msg.message_id, "defects": list(msg.defects),
         "truncated": list(msg.truncated),
