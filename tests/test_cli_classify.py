@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,21 @@ def test_text_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert "09_bounce_postfix_hard.eml: bounce (hard), confidence 0.98" in out
     assert "  failed recipients: hbj@yf.gd.test" in out
     assert "not checked: no sent Message-IDs given" in out
+
+
+def test_garbled_text_is_cut_short_and_control_characters_are_escaped(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    garbled = tmp_path / "garbled.eml"
+    garbled.write_bytes(b"From: a@hz.gd.test\r\nSubject: Re: x\r\n\r\n"
+                        + b"\x1b[2J\x1b]0;pwned\x07" + random.Random(3).randbytes(3000))
+    status, out, err = run_cli(capsys, "classify", str(garbled))
+    assert status == 0 and err == ""
+    assert "\x1b" not in out and "\x07" not in out  # nothing a terminal would act on
+    assert "    \\x1b[2J\\x1b]0;pwned\\x07" in out
+    assert "unreadable" in out
+    new_text = out.split("  new text:\n")[1].splitlines()
+    assert len(new_text) == 4 and new_text[-1].startswith("    ... ")
+    assert new_text[-1].endswith(" more lines of unreadable text (--format json has them)")
 
 
 def test_json_lines_for_the_whole_corpus(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,6 +11,7 @@ import pytest
 from mailprobe.cli import run
 from mailprobe.clock import ManualClock
 from mailprobe.settings import TOKEN_SECRET_ENV
+from mailprobe.store import Store
 from tests.test_process import NOW, STRANGER, build_round, corpus, crlf, deliver, sh
 
 
@@ -84,6 +85,19 @@ def test_process_then_review_a_stranger_s_reply(cli: Cli) -> None:
     assert "match: attached to r1-sg by 王敏" in shown and "staff mailbox" in shown
     assert "re-run" in cli.ok("process", "--reprocess")
     assert "match: attached to r1-sg by 王敏" in cli.ok("review", "show", number)
+
+
+def test_escape_sequences_in_mail_never_reach_the_terminal(cli: Cli, db: str) -> None:
+    hostile = STRANGER.replace("stranger.20151109", "hostile").replace(
+        "Subject: =?UTF-8?B?5YWz5LqO5oKo55qE5p2l5L+h?=", "Subject: =?UTF-8?Q?=1B]0;owned=07x?=")
+    hostile = hostile.replace("张伟：", "张伟：\x1b[2J\x1b[31m")
+    with Store(db) as store:
+        [number] = deliver(store, [crlf(hostile)], NOW)
+    cli.ok("process")
+    for out in (cli.ok("review", "list"), cli.ok("review", "show", str(number))):
+        assert "\x1b" not in out and "\x07" not in out
+    shown = cli.ok("review", "show", str(number))
+    assert "Subject: \\x1b]0;owned\\x07x" in shown and "张伟：\\x1b[2J\\x1b[31m" in shown
 
 
 def test_reject_reclassify_judge_and_record(cli: Cli) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from mailprobe.errors import MailprobeError
 from mailprobe.tables import Format, Table, format_cell
 from mailprobe.workdays import When, parse_when
 
-__all__ = ["display_width", "text_table", "when_option"]
+__all__ = ["display_width", "terminal_safe", "text_table", "when_option"]
 
 
 def when_option(text: str | None, option: str) -> When | None:
@@ -20,6 +21,16 @@ def when_option(text: str | None, option: str) -> When | None:
     except MailprobeError as exc:
         raise type(exc)(exc.message, location=option, expected=exc.expected,
                         got=text) from None
+
+
+# Mail is written by strangers: its text may hold terminal escape sequences (ESC, CSI,
+# OSC), which are shown as \\xNN, never sent to the terminal. Line feeds and tabs stay.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with its control characters (but line feed and tab) written as ``\\xNN``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def display_width(text: str) -> int:

@@ -11,6 +11,7 @@ import click
 
 from mailprobe.classify import Classification, classify
 from mailprobe.cli import main
+from mailprobe.cli._output import terminal_safe
 from mailprobe.decode import ParsedMessage, parse_message
 from mailprobe.errors import InputError, MailprobeError
 from mailprobe.examine import substance_json
@@ -61,8 +62,16 @@ def _as_text(path: Path, msg: ParsedMessage, result: Classification) -> str:
     if msg.defects or msg.truncated:
         lines.append(f"  defects: {len(msg.defects)}, truncated: {len(msg.truncated)}")
     lines.append("  new text:")
-    lines += [f"    {line}".rstrip() for line in (result.new_text or "(none)").splitlines()]
-    return "\n".join(lines)
+    text = (result.new_text or "(none)").splitlines()
+    if result.substance.unreadable and len(text) > _GARBLED_LINES:
+        cut = len(text) - _GARBLED_LINES
+        text[_GARBLED_LINES:] = [
+            f"... {cut} more lines of unreadable text (--format json has them)"]
+    lines += [f"    {line}".rstrip() for line in text]
+    return terminal_safe("\n".join(lines))
+
+
+_GARBLED_LINES = 3  # of an unreadable text: enough to see what went wrong
 
 
 @main.command("classify")

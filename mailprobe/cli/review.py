@@ -12,7 +12,7 @@ from mailprobe import process as stage
 from mailprobe import review as decisions
 from mailprobe.classify import MessageKind
 from mailprobe.cli import main
-from mailprobe.cli._output import text_table
+from mailprobe.cli._output import terminal_safe, text_table
 from mailprobe.cli.store import _db_option, _open
 from mailprobe.errors import InputError
 from mailprobe.models_review import Decider, ReplyRoute
@@ -120,7 +120,7 @@ def list_command(round_id: str | None, fmt: str, db_url: str | None) -> None:
         Column("guesses", "候选来信（得分）")),
         tuple((i.message_id, _local(i.received_at), i.account, i.sender, i.subject[:40],
                i.kind, _guess_text(i)) for i in items))
-    click.echo(text_table(table))
+    click.echo(terminal_safe(text_table(table)))
 
 
 def _match_lines(d: decisions.MessageDetail) -> list[str]:
@@ -158,7 +158,7 @@ def _detail_text(d: decisions.MessageDetail) -> str:
             out.append(f"  {n}. {g.probe_id} ({g.round}, {g.agency}) {g.score:.2f} by {g.rule}")
             out += [f"     - {r}" for r in g.reasons]
     out += ["new text:", *(f"  {line}" for line in (d.new_text or "(empty)").splitlines())]
-    return "\n".join(out)
+    return terminal_safe("\n".join(out))
 
 
 @review.command("show")
