@@ -133,7 +133,6 @@ class ParsedMessage:
     in_reply_to: str = ""
     references: tuple[str, ...] = ()
     date_text: str = ""
-    date: datetime | None = None  # from the sender's clock: shown, never used for timing
     automation: AutomationHeaders = field(default_factory=AutomationHeaders)
     content_type: str = "text/plain"
     text: str = ""
@@ -143,6 +142,12 @@ class ParsedMessage:
     returned: tuple[ReturnedMessage, ...] = ()
     defects: tuple[str, ...] = ()
     truncated: tuple[str, ...] = ()
+
+    @property
+    def date(self) -> datetime | None:
+        """The Date header as an instant, from the sender's clock: shown, never used for
+        timing. Read when asked for: nothing on the sync's path needs it."""
+        return _date(self.date_text)
 
     def header(self, name: str) -> str:
         """The first header called ``name`` (any case), decoded; "" when absent."""
@@ -483,15 +488,14 @@ def _header_fields(size: int, raw_headers: list[tuple[str, str]], content_type: 
     def addresses(name: str) -> tuple[Address, ...]:
         return parse_addresses(raw.get(name, ""), defects, hint)
 
-    date_text = get("date", "")
     return dict(
         size=size, headers=headers, subject=get("subject", ""), from_=addresses("from"),
         to=addresses("to"), cc=addresses("cc"), reply_to=addresses("reply-to"),
         return_path=get("return-path", ""),
         message_id=normalize_message_id(get("message-id", "")),
         in_reply_to=normalize_message_id(get("in-reply-to", "")),
-        references=message_ids(get("references", "")), date_text=date_text,
-        date=_date(date_text), content_type=content_type,
+        references=message_ids(get("references", "")), date_text=get("date", ""),
+        content_type=content_type,
         automation=AutomationHeaders(*(get(name, "") for name in _AUTOMATION)))
 
 
