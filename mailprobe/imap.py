@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import re
 import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aioimaplib import aioimaplib as _aio
@@ -309,10 +310,15 @@ def parse_internaldate(meta: bytes) -> datetime | None:
     if m is None:
         return None
     day, mon, year, hh, mm, ss, sign, oh, om = m.groups()
-    offset = timedelta(hours=int(oh), minutes=int(om)) * (-1 if sign == b"-" else 1)
-    local = datetime(int(year), _MONTHS[mon.capitalize()], int(day), int(hh), int(mm), int(ss),
-                     tzinfo=timezone(offset))
-    return local.astimezone(UTC)
+    # The wall-clock time minus its offset, with one cached offset per zone: a tenth of a
+    # first sync's FETCH handling went to building a timezone per message and converting.
+    return datetime(int(year), _MONTHS[mon.capitalize()], int(day), int(hh), int(mm), int(ss),
+                    tzinfo=UTC) - _offset(sign, oh, om)
+
+
+@functools.lru_cache(maxsize=64)
+def _offset(sign: bytes, hours: bytes, minutes: bytes) -> timedelta:
+    return timedelta(hours=int(hours), minutes=int(minutes)) * (-1 if sign == b"-" else 1)
 
 
 def _responses(lines: Sequence[bytes | bytearray]) -> Iterator[tuple[bytes, bytes | None]]:

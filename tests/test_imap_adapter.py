@@ -210,6 +210,20 @@ def test_internaldate_becomes_utc() -> None:
     assert parse_internaldate(b"1 FETCH (UID 3)") is None
 
 
+
+_ZONES = st.integers(-(23 * 60 + 59), 23 * 60 + 59).map(lambda m: timedelta(minutes=m))
+
+
+@given(st.datetimes(datetime(1970, 1, 2), datetime(2099, 12, 30)), _ZONES)
+def test_any_internaldate_is_the_same_instant_in_utc(when: datetime, offset: timedelta) -> None:
+    local = when.replace(microsecond=0, tzinfo=timezone(offset))
+    minutes = abs(offset) // timedelta(minutes=1)
+    text = (f"{local:%d-%b-%Y %H:%M:%S} {'-' if offset < timedelta(0) else '+'}"
+            f"{minutes // 60:02d}{minutes % 60:02d}")
+    found = parse_internaldate(f'7 FETCH (UID 7 INTERNALDATE "{text}")'.encode())
+    assert found == local and found is not None and found.utcoffset() == timedelta(0)
+
+
 def test_plain_text_is_refused_beyond_loopback() -> None:
     remote = Endpoint("imap.mail.test", 143, TlsMode.NONE)
     account = Account("x", "x@mail.test", "x@mail.test", remote, remote, "MP_PW_X")
