@@ -162,10 +162,16 @@ class _Walk:
     """Collects text, attachments and reports from the part tree within the part limit."""
 
     def __init__(self, max_parts: int, hint: str,
-                 top: tuple[Message, dict[str, str]] | None = None) -> None:
+                 top: tuple[Message, dict[str, str], dict[str, str]] | None = None) -> None:
         self.max_parts = max_parts
         self.hint = hint
-        self.top = top  # the message and its Content-Type parameters, parsed already
+        self.top = top  # the message, its Content-Type parameters and its header fields
+        # Each part's header fields by lower-case name (the first of each, raw), read once:
+        # every lookup through the Message scans and lower-cases all of its fields. The part
+        # is kept with them, so that its id is not reused for another part meanwhile.
+        self._fields: dict[int, tuple[Message, dict[str, str]]] = {}
+        if top is not None:
+            self._fields[id(top[0])] = (top[0], top[2])
         self.seen = 0
         self.text: list[TextPart] = []
         self.attachments: list[Attachment] = []
@@ -178,7 +184,7 @@ class _Walk:
         if self.seen > self.max_parts:
             return
         self.defects.extend(f"MIME: {type(d).__name__}" for d in part.defects)
-        ctype = part.get_content_type()
+        ctype = self.content_type(part)
         payload = _payload(part)
         if depth > _MAX_DEPTH:
             self.defects.append(f"MIME: nested deeper than {_MAX_DEPTH}; inner parts skipped")
@@ -192,7 +198,7 @@ class _Walk:
         elif ctype in ("message/delivery-status", "message/global-delivery-status"):
             self.statuses += _delivery_status(part, payload, self.defects)
         elif ctype in ("text/rfc822-headers", "message/global-headers"):
-            headers = _HEADER_PARSER.parsebytes(_transfer_decode(part, self.defects))
+            headers = _HEADER_PARSER.parsebytes(self.transfer_decode(part))
             self.returned.append(_returned(headers))
         else:
             self.leaf(part, ctype)
@@ -200,8 +206,8 @@ class _Walk:
     def multipart(self, part: Message, ctype: str, children: list[Any], depth: int) -> None:
         if ctype == "multipart/alternative":
             plain = next((c for c in children if isinstance(c, Message)
-                          and c.get_content_type() == "text/plain" and not _is_attachment(c)),
-                         None)
+                          and self.content_type(c) == "text/plain"
+                          and not self.is_attachment(c)), None)
             # The plain alternative is what the sender typed; HTML is converted only without it.
             text = self.text_of(plain, "text/plain") if plain is not None else None
             if text is not None and text.text:
@@ -215,7 +221,7 @@ class _Walk:
 
     def no_boundary(self, part: Message, depth: int) -> None:
         """A multipart whose boundary never shows: re-parse with the one the body uses."""
-        body = _transfer_decode(part, self.defects)
+        body = self.transfer_decode(part)
         m = re.search(rb"^--([^\s]{1,70})\s*$", body, re.MULTILINE)
         if m is None:
             self.leaf(part, "text/plain")
@@ -230,17 +236,17 @@ class _Walk:
                 self.seen += sum(1 for _ in inner.walk())
 
     def leaf(self, part: Message, ctype: str) -> None:
-        if ctype in ("text/plain", "text/html") and not _is_attachment(part):
+        if ctype in ("text/plain", "text/html") and not self.is_attachment(part):
             self.text.append(self.text_of(part, ctype))
         else:
-            self.attachments.append(_attachment(part, ctype, self.defects))
+            self.attachments.append(_attachment(part, ctype, self.defects, self.fields(part)))
 
     def text_of(self, part: Message, ctype: str) -> TextPart:
-        data = _transfer_decode(part, self.defects)
+        data = self.transfer_decode(part)
         if self.top is not None and part is self.top[0]:
             params = self.top[1]
         else:
-            params = parse_params(raw_header(part, "content-type"))[1]
+            params = parse_params(self.fields(part).get("content-type", ""))[1]
         charset = params.get("charset", "")
         text, codec = decode_bytes(data, charset or self.hint, self.defects, ctype)
         if ctype == "text/html":
@@ -248,9 +254,41 @@ class _Walk:
         return TextPart(ctype, charset, codec, text.replace("\r\n", "\n").strip())
 
 
-def _is_attachment(part: Message) -> bool:
-    disposition, params = parse_params(raw_header(part, "content-disposition"))
-    return disposition == "attachment" or "filename" in params
+    def fields(self, part: Message) -> dict[str, str]:
+        """``raw_header(part, name)`` for every name at once: ``fields(part).get(name, "")``."""
+        known = self._fields.get(id(part))
+        if known is not None and known[0] is part:
+            return known[1]
+        found = _field_index(part.raw_items())
+        self._fields[id(part)] = (part, found)
+        return found
+
+    def content_type(self, part: Message) -> str:
+        """``part.get_content_type()``, from the part's fields."""
+        value = self.fields(part).get("content-type")
+        if value is None:
+            return part.get_default_type()
+        if not value.isascii():  # 8-bit bytes: the policy makes a Header of them first
+            return part.get_content_type()
+        ctype = value.partition(";")[0].strip().lower()
+        return ctype if ctype.count("/") == 1 else "text/plain"
+
+    def is_attachment(self, part: Message) -> bool:
+        disposition, params = parse_params(self.fields(part).get("content-disposition", ""))
+        return disposition == "attachment" or "filename" in params
+
+    def transfer_decode(self, part: Message) -> bytes:
+        return _transfer_decode(part, self.defects,
+                                self.fields(part).get("content-transfer-encoding", ""))
+
+
+def _field_index(items: Iterable[tuple[str, Any]]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name, value in items:
+        lower = name.lower()
+        if lower not in found:
+            found[lower] = str(value)
+    return found
 
 
 def _payload(part: Message) -> Any:
@@ -262,25 +300,28 @@ def _payload(part: Message) -> Any:
     return vars(part).get("_payload")
 
 
-def _transfer_decode(part: Message, defects: list[str]) -> bytes:
-    cte = raw_header(part, "content-transfer-encoding").strip().lower()
-    if cte == "base64":
+def _transfer_decode(part: Message, defects: list[str], cte: str | None = None) -> bytes:
+    """The part's body, transfer-decoded; ``cte``: its Content-Transfer-Encoding, if known."""
+    if cte is None:
+        cte = raw_header(part, "content-transfer-encoding")
+    if cte.strip().lower() == "base64":
         raw = _payload(part)
         return b64_lenient(raw, defects) if isinstance(raw, str) else b""
     data = part.get_payload(decode=True)
     return data if isinstance(data, bytes) else b""
 
 
-def _attachment(part: Message, ctype: str, defects: list[str]) -> Attachment:
-    _, disposition = parse_params(raw_header(part, "content-disposition"))
-    _, type_params = parse_params(raw_header(part, "content-type"))
+def _attachment(part: Message, ctype: str, defects: list[str],
+                fields: dict[str, str]) -> Attachment:
+    _, disposition = parse_params(fields.get("content-disposition", ""))
+    _, type_params = parse_params(fields.get("content-type", ""))
     name = disposition.get("filename") or type_params.get("name", "")
     raw = _payload(part)
-    cte = raw_header(part, "content-transfer-encoding").strip().lower()
-    if isinstance(raw, str) and cte == "base64":
+    cte = fields.get("content-transfer-encoding", "")
+    if isinstance(raw, str) and cte.strip().lower() == "base64":
         size = b64_size(raw)  # no need to decode to size it
     elif isinstance(raw, str):
-        size = len(_transfer_decode(part, defects))
+        size = len(_transfer_decode(part, defects, cte))
     else:
         size = 0
     return Attachment(name, ctype, size)  # parse_params has decoded the name already
@@ -379,12 +420,11 @@ def _parse(raw: bytes, max_bytes: int, max_parts: int) -> ParsedMessage:
     msg = _parse_bytes(data)
     defects: list[str] = []
     raw_headers = [(str(k), str(v)) for k, v in msg.raw_items()]
-    # raw_header(msg, "content-type"), from the list already made
-    ctype_value = next((v for k, v in raw_headers if k.lower() == "content-type"), "")
-    top_params = parse_params(ctype_value)[1]
+    index = _field_index(raw_headers)
+    top_params = parse_params(index.get("content-type", ""))[1]
     hint = top_params.get("charset", "")
-    fields = _header_fields(len(raw), raw_headers, msg.get_content_type(), defects, hint)
-    walk = _Walk(max_parts, hint, (msg, top_params))
+    walk = _Walk(max_parts, hint, (msg, top_params, index))
+    fields = _header_fields(len(raw), raw_headers, walk.content_type(msg), defects, hint)
     walk.part(msg)
     if walk.seen > max_parts:
         truncated.append(f"message has {walk.seen} parts; read the first {max_parts}")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mailprobe.decode import (
@@ -476,3 +476,36 @@ def test_the_clean_header_block_reader_takes_only_clean_blocks() -> None:
     for block in ("From nobody\r\nSubject: a\r\n", " lead: x\r\n", "Subject: a\rb\r\n",
                   "no colon\r\n", ": empty name\r\n", "Subject: a\r\n\r\n", ""):
         assert decode._clean_header_block(block) is None, block
+
+
+# --- the walk reads each part's fields once, and types parts as the stdlib does ----------------
+
+_CONTENT_TYPES = st.sampled_from([
+    None, "", "text/plain", "TEXT/HTML; charset=gbk", " text/plain ; charset=utf-8",
+    "multipart/mixed;\r\n boundary=\"b\"", "multipart/digest; boundary=d", "text", "a/b/c",
+    "/", "text/", "message/rfc822", "application/pdf; name=a.pdf", "text/plain\udcc4\udce3",
+    "\udcd6\udcd0/plain", ";charset=utf-8", "Text/Plain;"])
+
+
+@settings(max_examples=300)
+@given(_CONTENT_TYPES, _CONTENT_TYPES, st.booleans())
+@example("multipart/digest; boundary=d", None, False)  # a digest's parts default to messages
+def test_a_part_s_content_type_is_the_stdlib_s(outer: str | None, inner: str | None,
+                                               duplicate: bool) -> None:
+    from email.message import Message
+
+    from mailprobe import decode
+    parent, child = Message(), Message()
+    for part, value in ((parent, outer), (child, inner)):
+        if value is not None:
+            part["Content-Type"] = value
+            if duplicate:
+                part["content-type"] = "application/x-second"
+    if outer is not None and outer.startswith("multipart/digest"):
+        child.set_default_type("message/rfc822")  # as the parser does inside a digest
+    walk = decode._Walk(10, "")
+    for part in (parent, child):
+        assert walk.content_type(part) == part.get_content_type()
+        assert walk.fields(part) is walk.fields(part)  # read once
+        assert walk.fields(part).get("content-type", "") == decode.raw_header(part,
+                                                                              "content-type")
