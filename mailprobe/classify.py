@@ -17,6 +17,7 @@ __all__ = [
     "MessageKind",
     "Substance",
     "classify",
+    "garbled_chars",
 ]
 
 
@@ -213,14 +214,24 @@ def _substance(compact: str) -> Substance:
     referrals = _found(_REFERRAL, compact)
     strong = [a for a in answers if a not in _RESTATING]
     return Substance(len(compact), answers, referrals, bool(referrals) and not strong,
-                     len(_GARBLED.findall(compact)))
+                     garbled_chars(compact))
 
 
 # What decoding leaves where it failed: U+FFFD, C0 and C1 controls (whitespace is removed
 # before counting), the private-use areas (GB18030 maps undefined byte pairs there) and the
-# planes no script has been assigned to (four-byte GB18030 sequences of random bytes).
-_GARBLED = re.compile("[\x00-\x1f\x7f-\x9f\ufffd\ue000-\uf8ff\U00040000-\U0010ffff]")
+# planes 4 to 13, where nothing is assigned (four-byte GB18030 sequences of random bytes).
+# Plane 14 is left out: its variation selectors are real text. All of these but U+FFFD are
+# unprintable, which lets the usual text through with one quick test.
+_GARBLED = re.compile("[\x00-\x1f\x7f-\x9f\ufffd\ue000-\uf8ff\U00040000-\U000dffff"
+                      "\U000f0000-\U0010ffff]")
 _GARBLED_MIN = 5
+
+
+def garbled_chars(text: str) -> int:
+    """How many characters of ``text`` are what failed decoding leaves (``_GARBLED``)."""
+    if text.isprintable() and "\ufffd" not in text:
+        return 0
+    return len(_GARBLED.findall(text))
 
 
 def _result(kind: MessageKind, reply: ReplyText, substance: Substance, evidence: list[str],

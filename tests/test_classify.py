@@ -10,7 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailprobe.classify import BounceType, Classification, MessageKind, Substance, classify
+from mailprobe.classify import (
+    BounceType,
+    Classification,
+    MessageKind,
+    Substance,
+    classify,
+    garbled_chars,
+)
 from mailprobe.decode import parse_message
 
 MESSAGES = Path(__file__).resolve().parent / "messages"
@@ -296,6 +303,21 @@ def test_readable_chinese_and_ascii_count_no_garbled_character(text: str) -> Non
     raw = ("From: a@hz.gd.test\r\nSubject: Re: x\r\n"
            "Content-Type: text/plain; charset=UTF-8\r\n\r\n" + text).encode()
     assert classify(parse_message(raw)).substance.garbled == 0
+
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(codec=None) | st.sampled_from("\ufffd\ue000\x85\U000e0100"),
+               max_size=60))
+def test_the_quick_way_through_counts_as_the_pattern_does(text: str) -> None:
+    from mailprobe import classify as rules
+    assert garbled_chars(text) == len(rules._GARBLED.findall(text))
+
+
+def test_what_failed_decoding_leaves_is_garbled_and_real_text_is_not() -> None:
+    assert garbled_chars("\ufffd\x1b\x85\ue04d\U000a5e4c\U0010fffd") == 6
+    # an ideographic variation sequence, emoji, rare CJK (plane 2 and 3), full-width signs
+    assert garbled_chars("葛\U000e0100😀\U00020000\U00030000，？ＡＢ") == 0
 
 
 # --- never raises -----------------------------------------------------------------------------
