@@ -253,7 +253,6 @@ class _Walk:
             text = html_to_text(text)
         return TextPart(ctype, charset, codec, text.replace("\r\n", "\n").strip())
 
-
     def fields(self, part: Message) -> dict[str, str]:
         """``raw_header(part, name)`` for every name at once: ``fields(part).get(name, "")``."""
         known = self._fields.get(id(part))
