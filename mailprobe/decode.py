@@ -423,7 +423,8 @@ def _parse(raw: bytes, max_bytes: int, max_parts: int) -> ParsedMessage:
     top_params = parse_params(index.get("content-type", ""))[1]
     hint = top_params.get("charset", "")
     walk = _Walk(max_parts, hint, (msg, top_params, index))
-    fields = _header_fields(len(raw), raw_headers, walk.content_type(msg), defects, hint)
+    fields = _header_fields(len(raw), raw_headers, walk.content_type(msg), defects, hint,
+                            index)
     walk.part(msg)
     if walk.seen > max_parts:
         truncated.append(f"message has {walk.seen} parts; read the first {max_parts}")
@@ -508,20 +509,16 @@ def _store_field(msg: Message, lines: list[str]) -> None:
 
 def _from_headers(size: int, raw_headers: list[tuple[str, str]], content_type: str,
                   defects: list[str], hint: str) -> ParsedMessage:
-    return ParsedMessage(**_header_fields(size, raw_headers, content_type, defects, hint))
+    return ParsedMessage(**_header_fields(size, raw_headers, content_type, defects, hint,
+                                          _field_index(raw_headers)))
 
 
 def _header_fields(size: int, raw_headers: list[tuple[str, str]], content_type: str,
-                   defects: list[str], hint: str) -> dict[str, Any]:
-    """The ParsedMessage fields that come from the header block."""
+                   defects: list[str], hint: str, raw: dict[str, str]) -> dict[str, Any]:
+    """The ParsedMessage fields that come from the header block (``raw``: its
+    ``_field_index``)."""
     headers = tuple([(k, decode_header_value(v, defects, hint)) for k, v in raw_headers])
-    raw: dict[str, str] = {}
-    first: dict[str, str] = {}
-    for (key, value), (_, decoded) in zip(raw_headers, headers, strict=True):
-        lower = key.lower()
-        if lower not in raw:
-            raw[lower] = value
-            first[lower] = decoded
+    first = _field_index(headers)
     get = first.get
 
     def addresses(name: str) -> tuple[Address, ...]:
